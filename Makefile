@@ -1,0 +1,70 @@
+# Traceo FinOps — one entry point for install, the local stack, the demo and the tests.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_BIN ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(CURDIR)/$(VENV)/bin/python
+export AIRFLOW_HOME := $(CURDIR)/.airflow
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
+export AIRFLOW__CORE__UNIT_TEST_MODE := False
+export PYTHONPATH := $(CURDIR)/include:$(CURDIR)
+STAMP := $(VENV)/.installed
+
+.PHONY: help install prometheus devstack-up devstack-down devstack-status airflow-db demo test test-unit lint bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): requirements.txt requirements-dev.txt requirements-lock.txt
+	@test -x "$(PY)" || $(PYTHON_BIN) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt -c requirements-lock.txt
+	@# the library lives in include/: make it importable from this venv wherever it runs
+	@echo "$(CURDIR)/include" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/traceo_finops_include.pth"
+	@touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install the pinned requirements
+
+prometheus:  ## install Debian's prometheus package when missing
+	@bash include/devstack/ensure-prometheus.sh
+
+devstack-up: install prometheus  ## start Prometheus, moto S3 and the Slack sink on 127.0.0.1
+	$(PY) -m devstack up
+
+devstack-down:  ## stop the local stack
+	@test -x "$(PY)" && $(PY) -m devstack down || true
+
+devstack-status:
+	$(PY) -m devstack status
+
+airflow-db: install  ## initialise the project-local SQLite Airflow home (.airflow/)
+	@mkdir -p $(AIRFLOW_HOME)
+	$(VENV)/bin/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || (tail -30 $(AIRFLOW_HOME)/db-migrate.log; exit 1)
+
+demo: devstack-up airflow-db  ## install, start the stack, run every DAG once, summarise the reports
+	@set -a; source .devstack/env.sh; set +a; \
+	for dag in $$(ls dags/finops_*.py | xargs -n1 basename | sed 's/\.py$$//'); do \
+	  echo "== airflow dags test $$dag"; \
+	  $(VENV)/bin/airflow dags test $$dag > $(AIRFLOW_HOME)/demo-$$dag.log 2>&1 \
+	    || { tail -40 $(AIRFLOW_HOME)/demo-$$dag.log; exit 1; }; \
+	  grep -E "state=|Marking run" $(AIRFLOW_HOME)/demo-$$dag.log | tail -1; \
+	done
+	@set -a; source .devstack/env.sh; set +a; $(PY) -m traceo_finops summary
+
+lint: install  ## ruff
+	$(VENV)/bin/ruff check .
+
+test: install prometheus lint  ## the whole suite: unit, integration (starts the devstack) and DAG tests
+	$(PY) -m pytest
+
+test-unit: install
+	$(PY) -m pytest -m unit
+
+bench: devstack-up  ## benchmarks (long); results go to docs/benchmarks.md by hand
+	@ls bench/*.py >/dev/null 2>&1 && for b in bench/bench_*.py; do $(PY) $$b || exit 1; done || echo "no benchmarks yet"
+
+clean: devstack-down
+	rm -rf .airflow .devstack reports

@@ -1,0 +1,1 @@
+"""Traceo FinOps domain library: pure, typed Python; Airflow only in airflow_adapter."""
