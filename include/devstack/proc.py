@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -20,13 +21,20 @@ def state_dir() -> Path:
 
 
 def pid_alive(pid: int) -> bool:
+    """True if ``pid`` runs; a zombie (exited, not yet reaped by its parent) counts as gone."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)  # reap it if it is our own child
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
 
 
 def read_pid(pidfile: Path) -> int | None:
@@ -74,15 +82,9 @@ def stop(name: str, run_dir: Path, timeout: float = 15.0) -> bool:
     while time.monotonic() < deadline:
         if not pid_alive(pid):
             return True
-        try:  # reap it if it is our child
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
         time.sleep(0.1)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     return True
 
 
