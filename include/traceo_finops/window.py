@@ -37,7 +37,8 @@ class ReportWindow:
 def _utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError(f"data interval bound {value.isoformat()} has no time zone")
-    return value.astimezone(UTC)
+    # A plain datetime (Airflow hands over pendulum objects, whose arithmetic can drop the zone).
+    return datetime.fromtimestamp(value.timestamp(), UTC)
 
 
 def report_window(interval_start: datetime | None, interval_end: datetime | None,

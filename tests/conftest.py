@@ -1,0 +1,78 @@
+"""Shared fixtures: an isolated Airflow home, the devstack's real services, a test config."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Airflow reads its settings at import: point it at a throwaway SQLite home before anything imports it.
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="traceo-airflow-"))
+os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
+os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(ROOT / "plugins")
+os.environ.setdefault("PYTHONPATH", f"{ROOT / 'include'}:{ROOT}")
+
+
+def _running(status: dict[str, Any]) -> bool:
+    return any(isinstance(v, dict) and (v.get("running") or v.get("pid")) for k, v in status.items()
+               if k in ("prom", "s3", "slack"))
+
+
+@pytest.fixture(scope="session")
+def devstack() -> Iterator[dict[str, str]]:
+    """The devstack's real services on 127.0.0.1 (started if needed); yields its env (connections, truths).
+
+    A stack that was already running (``make devstack-up``) is reused and left running; one this
+    session started is stopped at the end.
+    """
+    from devstack.__main__ import down_all, status_all, up_all
+
+    was_running = _running(status_all())
+    info = up_all(quiet=True)
+    env: dict[str, str] = info["env"]
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield env
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    if not was_running:
+        down_all()
+
+
+@pytest.fixture(scope="session")
+def prom_truth(devstack: dict[str, str]) -> dict[str, Any]:
+    return json.loads(Path(devstack["DEVSTACK_GROUND_TRUTH_PROM"]).read_text())
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """A migrated SQLite metadata DB in the session's Airflow home."""
+    out = subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return _AIRFLOW_HOME
+
+
+@pytest.fixture
+def finops_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A configuration file like the default one, reporting into ``tmp_path/reports``."""
+    text = (ROOT / "include" / "config" / "finops.yaml").read_text()
+    path = tmp_path / "finops.yaml"
+    path.write_text(text)
+    monkeypatch.setenv("FINOPS_CONFIG", str(path))
+    monkeypatch.setenv("FINOPS_REPORT_ROOT", str(tmp_path / "reports"))
+    return path
