@@ -42,7 +42,7 @@ def finops_cardinality() -> None:
         from traceo_finops.config import load_config
 
         cfg = load_config()
-        return [{"source": s.name, "conn_id": s.conn_id, "tenant": t}
+        return [{"source": s.name, "conn_id": s.conn_id, "flavor": s.flavor.value, "tenant": t}
                 for s in cfg.sources for t in (s.tenants or [""])]
 
     @task(map_index_template="{{ task.op_kwargs['target']['source'] }} {{ task.op_kwargs['target']['tenant'] }}")
@@ -54,7 +54,7 @@ def finops_cardinality() -> None:
         from traceo_finops.prometheus import PrometheusClient
 
         run = run_info(load_config().workflows.cardinality.lookback)
-        spec = prometheus_spec(target["conn_id"], target["source"], target["tenant"] or None)
+        spec = prometheus_spec(target["conn_id"], target["source"], target["tenant"] or None, target["flavor"])
         with PrometheusClient(spec) as client:
             snapshot = collect_series_by_metric(client, target["source"], run.window.end, target["tenant"])
         return snapshot.as_dict()

@@ -84,7 +84,7 @@ def test_readers_never_see_half_or_double(tmp_path: Path) -> None:
         while not stop.is_set():
             try:
                 seen.add(pads.dataset(tmp_path / "demo_metrics", partitioning="hive").to_table().num_rows)
-            except BaseException as exc:  # noqa: BLE001 - any failure to read is the finding
+            except BaseException as exc:  # any failure to read is the finding
                 errors.append(exc)
 
     t = threading.Thread(target=reader)
@@ -101,9 +101,9 @@ def test_schema_errors_write_nothing(tmp_path: Path) -> None:
     store = ReportStore(str(tmp_path))
     store.write_partition(DS, D1, rows(2, "keep"))
     before = files_under(tmp_path)
-    with pytest.raises(ReportError, match="demo_metrics.*unknown column"):
+    with pytest.raises(ReportError, match=r"demo_metrics.*unknown column"):
         store.write_partition(DS, D1, [{"metric": "m", "series": 1, "colour": "red"}])
-    with pytest.raises(ReportError, match="demo_metrics.*do not fit"):
+    with pytest.raises(ReportError, match=r"demo_metrics.*do not fit"):
         store.write_partition(DS, D1, [{"metric": "m", "series": "many"}])
     with pytest.raises(ReportError, match="missing"):
         store.write_partition(DS, D1, pa.table({"metric": ["m"]}))
@@ -120,7 +120,7 @@ def test_failure_while_writing_keeps_the_old_partition(tmp_path: Path, monkeypat
         raise OSError("disk full")
 
     monkeypatch.setattr(reports.pq, "write_table", crash_midway)
-    with pytest.raises(ReportError, match="demo_metrics.*disk full"):
+    with pytest.raises(ReportError, match=r"demo_metrics.*disk full"):
         store.write_partition(DS, D1, rows(5, "new"))
     monkeypatch.undo()
     assert files_under(tmp_path) == [f"demo_metrics/report_date={D1}/part-0.parquet"]

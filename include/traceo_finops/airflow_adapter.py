@@ -49,15 +49,16 @@ def connection(conn_id: str) -> Any:
                                 f"Airflow UI (Admin → Connections); see docs/connections.md") from None
 
 
-def prometheus_spec(conn_id: str, source_name: str, tenant: str | None = None) -> SourceSpec:
-    """A Prometheus/Mimir source spec from its ``http`` connection; ``tenant`` overrides the extra's."""
+def prometheus_spec(conn_id: str, source_name: str, tenant: str | None = None,
+                    flavor: str | None = None) -> SourceSpec:
+    """A Prometheus/Mimir source spec from its ``http`` connection; ``tenant``/``flavor`` override the extra's."""
     conn = connection(conn_id)
     extra = dict(conn.extra_dejson or {})
     if tenant:
         extra["tenant"] = tenant
     return SourceSpec.from_connection_fields(
         name=source_name, host=conn.host or "", port=conn.port, schema=conn.schema, login=conn.login,
-        password=conn.password, extra=extra)
+        password=conn.password, extra=extra, flavor=flavor)
 
 
 def s3_filesystem_options(conn_id: str) -> dict[str, Any]:

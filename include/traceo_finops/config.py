@@ -46,9 +46,13 @@ def _parse_duration(value: Any) -> timedelta:
         try:
             # promql_parser builds an un-normalised timedelta (days=0, seconds>86400) that
             # compares unequal to the same duration; normalise it.
-            return timedelta(seconds=promql_parser.parse_duration(value.strip()).total_seconds())
+            parsed = timedelta(seconds=promql_parser.parse_duration(value.strip()).total_seconds())
         except ValueError:
             raise ValueError(f"{value!r} is not a duration such as 90m, 1d or 14d") from None
+        # promql-parser 0.11 reads "500ms" as 500 µs; nothing here needs sub-second durations.
+        if parsed < timedelta(seconds=1):
+            raise ValueError(f"{value!r} is shorter than a second; use s, m, h, d, w or y units")
+        return parsed
     raise ValueError(f"{value!r} is not a duration such as 90m, 1d or 14d")
 
 

@@ -186,7 +186,8 @@ class ReportStore:
                 out.write(content)
             self._swap(staged, final)
         except OSError as exc:
-            raise ReportError(f"artifact {filename!r} of {dataset!r}: writing {self._uri(final)} failed: {exc}") from None
+            raise ReportError(f"artifact {filename!r} of {dataset!r}: writing {self._uri(final)} "
+                              f"failed: {exc}") from None
         return self._uri(final)
 
     # -- reading -------------------------------------------------------------------------
