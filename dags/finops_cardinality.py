@@ -6,8 +6,9 @@ Daily, for every Prometheus source and Mimir tenant in the configuration:
 1. **plan** — list the sources/tenants to audit (one mapped task each);
 2. **collect** — count active series per metric on the server (`/api/v1/status/tsdb` and a
    PromQL `count by (__name__)`), never listing every series;
-3. **write_report** — price them from the pricing table and write the `cardinality`
-   Parquet partition of this run's report date (rerunning replaces it);
+3. **write_report** — price them from the pricing table, check the rows with Great
+   Expectations and write the `cardinality` Parquet partition of this run's report date
+   (rerunning replaces it; a report that fails its checks is not written);
 4. **post_digest** — post the top metrics to Slack (`slack_finops`), once per run.
 
 The window is the run's data interval; a manual run uses `workflows.cardinality.lookback`.
@@ -67,6 +68,7 @@ def finops_cardinality() -> None:
         from traceo_finops.cardinality.report import CARDINALITY, cardinality_rows
         from traceo_finops.config import load_config
         from traceo_finops.pricing import load_price_table
+        from traceo_finops.quality import check
 
         cfg = load_config()
         run = run_info(cfg.workflows.cardinality.lookback)
@@ -74,8 +76,10 @@ def finops_cardinality() -> None:
         snaps = [SourceSnapshot(s["source"], s["tenant"], s["head_series"],
                                 [MetricSeries(**m) for m in s["metrics"]]) for s in snapshots]
         rows = cardinality_rows(snaps, prices.series_month_per_1k("self_hosted"), run.window.start, run.window.end)
+        table = CARDINALITY.table(rows)
+        check(CARDINALITY.name, table, CARDINALITY.expectations)
         written = report_store(cfg).write_partition(
-            CARDINALITY, run.window.report_date, rows,
+            CARDINALITY, run.window.report_date, table,
             metadata={"dag_id": run.dag_id, "run_id": run.run_id, **run.window.as_dict()})
         return {**written.as_dict(), "window": run.window.as_dict()}
 

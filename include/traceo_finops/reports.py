@@ -15,13 +15,15 @@ import logging
 import posixpath
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+from traceo_finops.quality import Expect
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,8 @@ class Dataset:
     version: int
     schema: pa.Schema
     description: str = ""
+    # Checked by Great Expectations (traceo_finops.quality.check) before a partition is written.
+    expectations: tuple[Expect, ...] = field(default=())
 
     def table(self, rows: Iterable[Mapping[str, Any]] | pa.Table) -> pa.Table:
         """Rows (dicts) or a table, checked against and cast to the dataset's schema."""

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import pyarrow as pa
 
 from traceo_finops.cardinality.collect import SourceSnapshot
+from traceo_finops.quality import between, not_null, unique_together
 from traceo_finops.reports import Dataset
 from traceo_finops.slack import Digest
 
@@ -24,6 +25,13 @@ CARDINALITY = Dataset(
         pa.field("window_start", pa.timestamp("s", tz="UTC"), nullable=False),
         pa.field("window_end", pa.timestamp("s", tz="UTC"), nullable=False),
     ]),
+    expectations=(
+        *not_null("source", "tenant", "metric", "series", "share", "monthly_cost_usd"),
+        between("series", min_value=1),
+        between("share", min_value=0, max_value=1),
+        between("monthly_cost_usd", min_value=0),
+        unique_together("source", "tenant", "metric"),
+    ),
 )
 
 
