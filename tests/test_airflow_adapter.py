@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from datetime import date
 from typing import Any
 
@@ -57,7 +58,8 @@ def test_unreachable_prometheus_names_the_url(monkeypatch: pytest.MonkeyPatch) -
 
 def test_s3_report_root_replaces_partition(devstack: dict[str, str], finops_config: Any,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FINOPS_REPORT_ROOT", "s3://finops-reports/adapter-test")
+    prefix = f"adapter-test-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("FINOPS_REPORT_ROOT", f"s3://finops-reports/{prefix}")
     store = report_store(load_config())
     d = date(2026, 11, 27)
     store.write_partition(DS, d, [{"metric": "a", "series": 1}, {"metric": "b", "series": 2}])
@@ -65,8 +67,9 @@ def test_s3_report_root_replaces_partition(devstack: dict[str, str], finops_conf
     assert store.read_partition(DS.name, d).to_pylist() == [{"metric": "c", "series": 3}]
     s3 = boto3.client("s3", endpoint_url=devstack["DEVSTACK_S3_ENDPOINT"], aws_access_key_id="testing",
                       aws_secret_access_key="testing", region_name="us-east-1")
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="finops-reports", Prefix="adapter-test/").get("Contents", [])]
-    assert keys == [f"adapter-test/adapter_check/report_date={d}/part-0.parquet"]
+    listing = s3.list_objects_v2(Bucket="finops-reports", Prefix=f"{prefix}/").get("Contents", [])
+    # exactly one object: no staging copies, no folder markers, no second part file
+    assert [o["Key"] for o in listing] == [f"{prefix}/adapter_check/report_date={d}/part-0.parquet"]
 
 
 def _deliveries(url: str) -> list[dict]:

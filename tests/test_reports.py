@@ -115,11 +115,11 @@ def test_failure_while_writing_keeps_the_old_partition(tmp_path: Path, monkeypat
     store = ReportStore(str(tmp_path))
     store.write_partition(DS, D1, rows(3, "old"))
 
-    def crash_midway(table: pa.Table, where: str, **kwargs: object) -> None:
-        Path(where).write_bytes(b"PAR1 half a file")  # a real partial file on disk, then the crash
+    def crash_midway(self: ReportStore, path: str, payload: bytes) -> None:
+        Path(path).write_bytes(payload[: len(payload) // 2])  # a real partial file on disk, then the crash
         raise OSError("disk full")
 
-    monkeypatch.setattr(reports.pq, "write_table", crash_midway)
+    monkeypatch.setattr(reports.ReportStore, "_write_bytes", crash_midway)
     with pytest.raises(ReportError, match=r"demo_metrics.*disk full"):
         store.write_partition(DS, D1, rows(5, "new"))
     monkeypatch.undo()

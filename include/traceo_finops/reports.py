@@ -2,11 +2,12 @@
 
 Layout: ``<report_root>/<dataset>/report_date=YYYY-MM-DD/part-0.parquet`` (Hive-style), readable
 as-is by pyarrow.dataset, pandas and DuckDB. Each dataset has an explicit Arrow schema with a
-schema version stored in the file metadata. A partition is always exactly one file, written
-aside under ``<report_root>/_staging/`` and then moved over the old one: a rename on a local
-disk, a server-side copy on S3 — both replace the object whole, so a reader sees the old
-report or the new one, never half of one and never both. Rerunning a data interval therefore
-replaces its partition. Names starting with ``_`` are ignored by Hive-style readers.
+schema version stored in the file metadata. A partition is always exactly one file, serialised
+in memory and then published in one step: on a local disk written under
+``<report_root>/_staging/`` and renamed over the old file, on S3 one PUT (an object becomes
+visible only when its upload completes). Either way a reader sees the old report or the new
+one, never half of one and never both, and rerunning a data interval replaces its partition.
+Names starting with ``_`` are ignored by Hive-style readers.
 """
 
 from __future__ import annotations
@@ -120,27 +121,40 @@ class ReportStore:
         return posixpath.join(self.base, ARTIFACTS_DIR, dataset, f"report_date={report_date.isoformat()}")
 
     # -- writing -------------------------------------------------------------------------
-    def _stage(self, name: str) -> str:
+    @property
+    def is_s3(self) -> bool:
+        return isinstance(self.fs, pafs.S3FileSystem)
+
+    def _write_bytes(self, path: str, payload: bytes) -> None:
+        with self.fs.open_output_stream(path) as out:
+            out.write(payload)
+
+    def _publish(self, final: str, payload: bytes) -> None:
+        """Make ``payload`` the content of ``final`` in one step: readers see the old or the new file.
+
+        Local disk: write under ``_staging/`` on the same filesystem, then rename over ``final``
+        (rename replaces atomically). S3: one PUT of the finished bytes — S3 makes an object
+        visible only once its upload completed, replacing the old one whole — so no staging
+        copy, and no folder-marker objects, are needed there.
+        """
+        if self.is_s3:
+            self._write_bytes(final, payload)
+            return
         staging = posixpath.join(self.base, STAGING_DIR, uuid.uuid4().hex)
         try:
             self.fs.create_dir(staging, recursive=True)
         except OSError as exc:
             raise ReportError(f"report root {self.uri} is not writable: {exc}") from None
-        return posixpath.join(staging, name)
-
-    def _swap(self, staged: str, final: str) -> None:
-        """Move a fully written staged file over ``final`` (atomic replace), then drop staging."""
+        staged = posixpath.join(staging, posixpath.basename(final))
         try:
+            self._write_bytes(staged, payload)
             self.fs.create_dir(posixpath.dirname(final), recursive=True)
             self.fs.move(staged, final)
         finally:
-            self._discard(posixpath.dirname(staged))
-
-    def _discard(self, path: str) -> None:
-        try:
-            self.fs.delete_dir(path)
-        except (OSError, FileNotFoundError):
-            log.warning("could not remove staging folder %s", self._uri(path))
+            try:
+                self.fs.delete_dir(staging)
+            except OSError:
+                log.warning("could not remove staging folder %s", staging)
 
     def write_partition(self, dataset: Dataset, report_date: date, rows: Iterable[Mapping[str, Any]] | pa.Table,
                         metadata: Mapping[str, str] | None = None) -> WrittenPartition:
@@ -154,21 +168,19 @@ class ReportStore:
         }
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
         final = posixpath.join(self.partition_dir(dataset.name, report_date), PART_FILE)
-        staged = self._stage(PART_FILE)
+        # Serialise in memory first: a failure here leaves nothing anywhere.
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd")
+        payload = sink.getvalue().to_pybytes()
         try:
-            pq.write_table(table, staged, filesystem=self.fs, compression="zstd")
+            self._publish(final, payload)
         except OSError as exc:
-            self._discard(posixpath.dirname(staged))
-            raise ReportError(f"dataset {dataset.name!r}: writing {self._uri(staged)} failed: {exc}") from None
-        size = self.fs.get_file_info(staged).size or 0
-        try:
-            self._swap(staged, final)
-        except OSError as exc:
-            raise ReportError(f"dataset {dataset.name!r}: replacing {self._uri(final)} failed: {exc}") from None
+            raise ReportError(f"dataset {dataset.name!r}: writing {self._uri(final)} failed: {exc}") from None
         self._remove_strays(posixpath.dirname(final))
         log.info("wrote %s rows of %s (schema v%s) to %s", table.num_rows, dataset.name, dataset.version,
                  self._uri(final))
-        return WrittenPartition(dataset.name, report_date.isoformat(), self._uri(final), table.num_rows, size)
+        return WrittenPartition(dataset.name, report_date.isoformat(), self._uri(final), table.num_rows,
+                                len(payload))
 
     def _remove_strays(self, partition: str) -> None:
         # A partition holds exactly one file; anything else (an older writer's file) would be read twice.
@@ -184,11 +196,8 @@ class ReportStore:
         if "/" in filename or filename.startswith("."):
             raise ReportError(f"artifact name {filename!r} must be a plain file name")
         final = posixpath.join(self.artifact_dir(dataset, report_date), filename)
-        staged = self._stage(filename)
         try:
-            with self.fs.open_output_stream(staged) as out:
-                out.write(content)
-            self._swap(staged, final)
+            self._publish(final, content)
         except OSError as exc:
             raise ReportError(f"artifact {filename!r} of {dataset!r}: writing {self._uri(final)} "
                               f"failed: {exc}") from None
