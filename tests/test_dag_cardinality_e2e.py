@@ -90,3 +90,22 @@ def test_slack_500_then_200_is_retried(devstack: dict[str, str], finops_config: 
     attempts = [r for r in slack_sink.received(url) if str((r.get("body") or {}).get("text", "")).startswith(
         "Cardinality audit")]
     assert [r["status"] for r in attempts] == [500, 200]
+
+
+def test_unreachable_prometheus_fails_the_run_and_writes_nothing(
+        devstack: dict[str, str], finops_config: Path, cardinality_dag: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("AIRFLOW_CONN_PROMETHEUS_DEFAULT", json.dumps(
+        {"conn_type": "http", "host": f"http://127.0.0.1:{port}", "extra": {"timeout": 1, "retries": 0}}))
+    for t in cardinality_dag.tasks:  # dag.test() would otherwise wait out the production retry delays
+        monkeypatch.setattr(t, "retries", 0)
+    run = cardinality_dag.test()
+    assert run.state == "failed"
+    failed = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert failed["collect"] == "failed" and failed["write_report"] == "upstream_failed"
+    assert not (finops_config.parent / "reports" / "cardinality").exists()
