@@ -256,11 +256,12 @@ def status(state_dir: Path) -> dict[str, Any]:
     return out
 
 
-def down(state_dir: Path) -> None:
-    """Stop Prometheus and the exporter; the data stays until the next ``up``."""
+def down(state_dir: Path) -> bool:
+    """Stop Prometheus and the exporter (True if either ran); the data stays until the next ``up``."""
     root = _root(state_dir)
-    proc.stop("prometheus", root)
-    proc.stop("exporter", root)
+    stopped_prometheus = proc.stop("prometheus", root)
+    stopped_exporter = proc.stop("exporter", root)
+    return stopped_prometheus or stopped_exporter
 
 
 def up(state_dir: Path, port: int = 19090, exporter_port: int = 19101, seed: int = 42,
@@ -444,6 +445,7 @@ def _info(root: Path, stack: dict[str, Any], seconds: float) -> dict[str, Any]:
         "state_dir": str(root),
         "seed": stack["seed"],
         "up_seconds": round(seconds, 2),
+        "pid": proc.read_pid(root / "prometheus.pid"),
     }
 
 
