@@ -117,3 +117,11 @@ def slack_poster(conn_id: str) -> Poster:
             raise SlackError(f"Slack connection {conn_id!r}: posting the digest failed: {exc}") from None
 
     return post
+
+
+def s3_client(conn_id: str) -> Any:
+    """A boto3 S3 client from an ``aws`` connection (keys, region, extra ``endpoint_url``), via S3Hook."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    connection(conn_id)  # a clear error for a missing id, before boto's own
+    return S3Hook(aws_conn_id=conn_id).get_conn()

@@ -107,6 +107,15 @@ class CardinalitySettings(_Strict):
     # Metrics per PromQL count query when completing the top-10 of /status/tsdb.
     metric_chunk_size: int = Field(default=200, ge=1, le=5000)
     top_n_in_digest: int = Field(default=10, ge=1, le=50)
+    # Where usage is read from, besides the server's rules API / Mimir ruler (paths or globs,
+    # relative to the project root unless absolute).
+    rules_api: bool = True
+    rule_files: list[str] = Field(default_factory=list)
+    dashboards: list[str] = Field(default_factory=list)
+    query_log: str | None = None
+    mimir_query_stats: str | None = None
+    # Labels no suggestion removes (job names the scrape; le/quantile shape histograms/summaries).
+    protected_labels: list[str] = Field(default_factory=lambda: ["job", "le", "quantile"])
 
 
 class RightsizingSettings(_Strict):
@@ -117,6 +126,53 @@ class RightsizingSettings(_Strict):
     oom_bump: float = Field(default=1.2, ge=1)
     min_cpu_cores: float = Field(default=0.010, ge=0)
     min_memory_mib: float = Field(default=64, ge=0)
+    # Below this much history (discounted by sample coverage) a row is "insufficient data".
+    min_history: Duration = timedelta(days=1)
+    # A request is over-/under-provisioned when the recommendation differs from it by more than this share.
+    tolerance: float = Field(default=0.3, ge=0, lt=1)
+    # CPU rate() window; raised to 4x the detected scrape interval and to the query resolution.
+    rate_window: Duration = timedelta(minutes=5)
+    # Points per series of a subquery (Prometheus refuses range queries above 11,000).
+    max_points: int = Field(default=11_000, ge=100, le=11_000)
+    # Series x points one query may hold (Prometheus' --query.max-samples defaults to 50 million).
+    max_samples_per_query: int = Field(default=5_000_000, ge=10_000)
+    query_concurrency: int = Field(default=2, ge=1, le=16)
+    # RE2 regex of the namespaces to size.
+    namespaces: str = ".+"
+    # RE2 regexes of the `job`s whose processes (not on Kubernetes) are sized as the observability stack.
+    stack_jobs: list[str] = Field(default_factory=lambda: ["prometheus", "mimir.*", "cortex.*", "thanos.*",
+                                                           "loki.*", "alertmanager"])
+
+    class StackAllocation(_Strict):
+        """What one stack process has now (its VM, its systemd slice): the basis of its current cost."""
+
+        job: str = Field(min_length=1)
+        cpu_cores: float = Field(gt=0)
+        memory_gib: float = Field(gt=0)
+
+    stack_allocations: list[StackAllocation] = Field(default_factory=list)
+    vpa_objects: bool = False
+    top_n_in_digest: int = Field(default=10, ge=1, le=50)
+
+    @field_validator("namespaces", "stack_jobs")
+    @classmethod
+    def _valid_regex(cls, value: str | list[str]) -> str | list[str]:
+        import re
+
+        for pattern in [value] if isinstance(value, str) else value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a valid regular expression: {exc}") from None
+        return value
+
+    @field_validator("stack_allocations")
+    @classmethod
+    def _unique_jobs(cls, value: list[StackAllocation]) -> list[StackAllocation]:
+        jobs = [a.job for a in value]
+        if len(jobs) != len(set(jobs)):
+            raise ValueError(f"stack_allocations lists a job twice: {jobs}")
+        return value
 
 
 class SimpleWorkflowSettings(_Strict):
@@ -127,6 +183,20 @@ class S3TieringSettings(_Strict):
     lookback: Duration = timedelta(days=1)
     # Above this many objects a bucket is read from its S3 Inventory instead of ListObjectsV2.
     list_objects_max: int = Field(default=1_000_000, ge=1)
+    # Object ages (days) a rule may transition at; they are also the report's age bands. At least 30:
+    # compaction rewrites younger blocks, and the IA classes refuse anything earlier.
+    transition_days: list[int] = Field(default_factory=lambda: [30, 60, 90, 180, 365], min_length=1)
+    # A rule is proposed only if it saves more than this over 12 months, fees included (USD).
+    min_net_saving_12m: float = Field(default=0.0, ge=0)
+    # ...and if its one-time cost is paid back within this many days.
+    max_break_even_days: int = Field(default=365, ge=1)
+
+    @field_validator("transition_days")
+    @classmethod
+    def _sorted_days(cls, days: list[int]) -> list[int]:
+        if any(d < 30 for d in days):
+            raise ValueError("transition days must be at least 30 (younger blocks are still being compacted)")
+        return sorted(set(days))
 
 
 class Workflows(_Strict):
@@ -160,6 +230,38 @@ class Bucket(_Strict):
     retention: Duration | None = None
     deletion_delay: Duration = timedelta(hours=12)
     allow_expiration: bool = False
+    # Mimir per-tenant compactor_blocks_retention_period (tenant -> duration), overriding `retention`.
+    retention_overrides: dict[str, Duration] = Field(default_factory=dict)
+    # Classes a rule may move objects to; None = by role (online: instant-read classes only).
+    storage_classes: list[str] | None = None
+    # Share of the stored bytes read back per month: retrieval and GET fees of colder classes.
+    monthly_read_ratio: float = Field(default=0.1, ge=0, le=1)
+    # Days after which incomplete multipart uploads are aborted by a finops rule; None = no such rule.
+    abort_incomplete_multipart_days: int | None = Field(default=7, ge=1)
+    # S3 Inventory of the bucket: s3://dest/prefix/<bucket>/<config-id> or a manifest.json URI.
+    inventory: str | None = Field(default=None, pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
+    # False only for S3-compatible servers that do not echo ObjectSizeGreaterThan/LessThan (moto).
+    verify_size_filters: bool = True
+
+    @field_validator("storage_classes")
+    @classmethod
+    def _known_classes(cls, classes: list[str] | None) -> list[str] | None:
+        if classes is None:
+            return None
+        known = ("INTELLIGENT_TIERING", "STANDARD_IA", "ONEZONE_IA", "GLACIER_IR", "GLACIER", "DEEP_ARCHIVE")
+        bad = [c for c in classes if c not in known]
+        if bad:
+            raise ValueError(f"unknown or non-target storage class(es) {', '.join(bad)} "
+                             f"(choose from {', '.join(known)})")
+        return list(dict.fromkeys(classes))
+
+    @model_validator(mode="after")
+    def _online_stays_readable(self) -> Bucket:
+        archived = [c for c in self.storage_classes or () if c in ("GLACIER", "DEEP_ARCHIVE")]
+        if archived and self.role is BucketRole.ONLINE:
+            raise ValueError(f"bucket {self.name}: {', '.join(archived)} cannot be read by store-gateways or "
+                             "queriers (thanos#7975); an online bucket may not use them")
+        return self
 
 
 class FinopsConfig(_Strict):

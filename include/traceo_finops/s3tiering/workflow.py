@@ -1,0 +1,270 @@
+"""The steps of ``finops_s3_tiering`` as plain functions: plan a bucket, apply or roll back, report.
+
+The DAG wires these together and hands in what only Airflow knows (S3 clients from connections,
+the report store, the run's window); tests call them directly against moto.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+
+from traceo_finops.config import Bucket, BucketLayout, ConfigError, FinopsConfig, S3TieringSettings
+from traceo_finops.pricing import PriceTable, PricingError
+from traceo_finops.s3tiering.apply import (
+    ApplyOutcome,
+    BackupStore,
+    read_backup,
+    read_lifecycle,
+    rollback,
+    safe_apply,
+)
+from traceo_finops.s3tiering.blocks import BlockState, read_block_states
+from traceo_finops.s3tiering.costs import CostModel
+from traceo_finops.s3tiering.dataset import DATASET_NAME
+from traceo_finops.s3tiering.errors import LifecycleValidationError, PlanError, S3TieringError, TooManyObjects
+from traceo_finops.s3tiering.inventory import (
+    Aggregate,
+    aggregate,
+    iter_inventory,
+    list_objects,
+    read_manifest,
+    resolve_manifest,
+)
+from traceo_finops.s3tiering.lifecycle import DEFAULT_MIN_SIZE, build_rules, canonical, diff, is_finops, merge, validate
+from traceo_finops.s3tiering.planner import Rows, allowed_classes, plan_rows, report_rows
+
+log = logging.getLogger(__name__)
+DAY_MS = 86_400_000
+DOMAIN_ERRORS = (S3TieringError, PricingError, ConfigError)
+
+
+@dataclass
+class BucketPlan:
+    """Everything decided for one bucket; :meth:`as_dict` is what travels between tasks."""
+
+    bucket: str
+    layout: str
+    role: str
+    apply_allowed: bool
+    source: str
+    objects: int
+    bytes: int
+    blocks: int
+    rows: list[dict[str, Any]]
+    finops_rules: list[dict[str, Any]]
+    current: dict[str, Any]
+    proposed: dict[str, Any]
+    diff: dict[str, Any]
+    in_force: list[str]
+    decisions: list[dict[str, Any]]
+    warnings: list[str] = field(default_factory=list)
+    blocking: list[str] = field(default_factory=list)  # problems that stop an apply
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _remaining_days(bucket: Bucket, layout: BucketLayout, states: dict[tuple[str, str], BlockState],
+                    as_of_ms: int) -> pa.Table:
+    """Per block: whole days until retention or a deletion mark removes it (null: no known end)."""
+    delay_ms = bucket.deletion_delay.total_seconds() * 1000
+    tenants, blocks, remaining = [], [], []
+    for (tenant, ulid), st in states.items():
+        retention = bucket.retention_overrides.get(tenant, bucket.retention) if layout is BucketLayout.MIMIR \
+            else bucket.retention
+        if st.deletion_marked:
+            days: float | None = 0.0  # gone within the deletion delay
+        elif retention is not None and st.max_time is not None:
+            end = st.max_time + retention.total_seconds() * 1000 + delay_ms
+            days = max(0.0, math.floor((end - as_of_ms) / DAY_MS))
+        else:
+            days = None
+        tenants.append(tenant)
+        blocks.append(ulid)
+        remaining.append(days)
+    return pa.table({"tenant": pa.array(tenants, pa.string()), "block": pa.array(blocks, pa.string()),
+                     "remaining_days": pa.array(remaining, pa.float64())})
+
+
+def _objects(client: Any, bucket: Bucket, settings: S3TieringSettings, as_of: datetime,
+             inventory_fs: Callable[[], pafs.FileSystem] | None) -> Aggregate:
+    try:
+        table = list_objects(client, bucket.name, max_objects=settings.list_objects_max)
+    except TooManyObjects as exc:
+        if not bucket.inventory:
+            raise PlanError(bucket.name, f"{exc}; configure buckets[].inventory (an S3 Inventory report) for "
+                                         "a bucket this big") from None
+        if inventory_fs is None:
+            raise
+        fs = inventory_fs()
+        path = resolve_manifest(fs, bucket.inventory, int(as_of.timestamp() * 1000), bucket.name)
+        manifest = read_manifest(fs, path, bucket.name)
+        log.info("bucket %s: reading S3 Inventory s3://%s (%d %s files)", bucket.name, path, len(manifest.files),
+                 manifest.file_format)
+        return aggregate(iter_inventory(fs, manifest), bucket.layout, as_of, source="inventory")
+    return aggregate([table], bucket.layout, as_of, source="list")
+
+
+def plan_bucket(client: Any, bucket: Bucket, settings: S3TieringSettings, prices: PriceTable, as_of: datetime,
+                inventory_fs: Callable[[], pafs.FileSystem] | None = None) -> BucketPlan:
+    """Read the bucket (configuration, objects, block metadata) and plan its ``finops-`` rules.
+
+    Only reads: nothing is written to the bucket. Prices are checked before the first S3 call.
+    """
+    name, layout = bucket.name, bucket.layout
+    model = CostModel(prices, bucket.monthly_read_ratio)
+    try:
+        model.require(allowed_classes(bucket))
+    except PricingError as exc:
+        raise PricingError(f"bucket {name!r}: cannot price its storage classes: {exc}") from None
+    current = read_lifecycle(client, name)
+    agg = _objects(client, bucket, settings, as_of, inventory_fs)
+    warnings: list[str] = []
+    groups = agg.groups
+    has_blocks = pc.any(pc.not_equal(groups["block"], "")).as_py() if groups.num_rows else False
+    if agg.bad_ulid_count:
+        msg = (f"{agg.bad_ulid_count} key(s) look like block files but their directory is not a ULID "
+               f"(e.g. {', '.join(agg.bad_ulid_examples)}); they are treated as ordinary objects")
+        if layout is not BucketLayout.GENERIC and not has_blocks:
+            raise PlanError(name, f"is configured with layout {layout.value} but holds no block: {msg}")
+        warnings.append(msg)
+    if layout is not BucketLayout.GENERIC and groups.num_rows and not has_blocks:
+        raise PlanError(name, f"is configured with layout {layout.value} but holds no block (no <ULID>/ directory)")
+    with_meta = groups.filter(pc.equal(groups["role"], "meta.json")).select(["tenant", "block"]).to_pylist()
+    in_blocks = groups.filter(pc.not_equal(groups["block"], ""))
+    all_blocks = set(zip(in_blocks["tenant"].to_pylist(), in_blocks["block"].to_pylist(), strict=True))
+    meta_blocks = {(r["tenant"], r["block"]) for r in with_meta}
+    partial = all_blocks - meta_blocks
+    if partial:
+        warnings.append(f"{len(partial)} block(s) have no meta.json (partial uploads), e.g. "
+                        f"{', '.join(f'{t}/{b}'.lstrip('/') for t, b in sorted(partial)[:3])}")
+    states = read_block_states(client, name, layout, meta_blocks, agg.deletion_marked,
+                               use_bucket_index=agg.source == "inventory")
+    as_of_ms = int(as_of.timestamp() * 1000)
+    remaining = _remaining_days(bucket, layout, states, as_of_ms)
+    joined = groups.join(remaining, keys=["tenant", "block"], join_type="left outer") if remaining.num_rows \
+        else groups.append_column("remaining_days", pa.nulls(groups.num_rows, pa.float64()))
+    reduced = joined.group_by(["tenant", "role", "storage_class", "size_band", "age_days", "remaining_days"]) \
+        .aggregate([("objects", "sum"), ("bytes", "sum")])
+    reduced = reduced.rename_columns([{"objects_sum": "objects", "bytes_sum": "bytes"}.get(n, n)
+                                      for n in reduced.schema.names])
+    # A fixed order: listing threads and group_by return rows in any order, and float sums depend on it.
+    reduced = reduced.sort_by([(k, "ascending") for k in ("tenant", "role", "storage_class", "size_band", "age_days",
+                                                          "remaining_days")])
+    rows = Rows.from_table(reduced)
+    decisions, costs = plan_rows(rows, layout, bucket, settings, model)
+    finops_rules = build_rules(bucket, decisions, list(current.rules))
+    merged = merge(current.rules, finops_rules)
+    blocking: list[str] = []
+    try:
+        warnings += validate(bucket, merged)
+    except LifecycleValidationError as exc:
+        blocking += exc.problems
+    lossy = not bucket.verify_size_filters
+    change = diff(list(current.rules), merged, current.default_min_size, drop_size=lossy)
+    now = {r["ID"]: r for r in current.rules if is_finops(r)}
+    in_force = [r["ID"] for r in finops_rules
+                if r["ID"] in now and canonical(now[r["ID"]], drop_size=lossy) == canonical(r, drop_size=lossy)]
+    overlapping = [r["ID"] for r in current.rules if not is_finops(r) and r.get("Status") == "Enabled"
+                   and r.get("Transitions")]
+    if overlapping:
+        warnings.append(f"foreign rule(s) {', '.join(overlapping)} also transition objects; the projection "
+                        "assumes only the finops- rules act")
+    return BucketPlan(
+        bucket=name, layout=layout.value, role=bucket.role.value, apply_allowed=bucket.apply, source=agg.source,
+        objects=int(pc.sum(groups["objects"]).as_py() or 0), bytes=int(pc.sum(groups["bytes"]).as_py() or 0),
+        blocks=len(all_blocks), rows=report_rows(rows, costs, name, settings.transition_days),
+        finops_rules=finops_rules,
+        current={"exists": current.exists, "TransitionDefaultMinimumObjectSize": current.default_min_size,
+                 "Rules": list(current.rules)},
+        proposed={"Rules": merged, "TransitionDefaultMinimumObjectSize": DEFAULT_MIN_SIZE},
+        diff=change.as_dict(), in_force=in_force, decisions=[d.as_dict() for d in decisions],
+        warnings=warnings, blocking=blocking)
+
+
+def plan_or_error(cfg: FinopsConfig, bucket_name: str, as_of: datetime, prices: Callable[[], PriceTable],
+                  client_for: Callable[[Bucket], Any],
+                  inventory_fs: Callable[[Bucket], pafs.FileSystem] | None = None) -> dict[str, Any]:
+    """:func:`plan_bucket` as a dict; a domain error becomes ``{"bucket", "error"}`` so other buckets go on."""
+    try:
+        bucket = cfg.bucket(bucket_name)
+        plan = plan_bucket(client_for(bucket), bucket, cfg.workflows.s3_tiering, prices(), as_of,
+                           (lambda: inventory_fs(bucket)) if inventory_fs else None)
+    except DOMAIN_ERRORS as exc:
+        log.error("bucket %s: %s", bucket_name, exc)
+        return {"bucket": bucket_name, "error": str(exc)}
+    return plan.as_dict()
+
+
+def write_plan_artifacts(store: Any, report_date: date, plan: dict[str, Any]) -> list[str]:
+    """``<bucket>.lifecycle.json`` (the configuration to put, as the AWS CLI takes it) and ``<bucket>.plan.json``."""
+    bucket = plan["bucket"]
+    lifecycle = json.dumps({"Rules": plan["proposed"]["Rules"]}, indent=1).encode()
+    uris = [store.write_artifact(DATASET_NAME, report_date, f"{bucket}.lifecycle.json", lifecycle)]
+    detail = {k: v for k, v in plan.items() if k != "rows"}
+    uris.append(store.write_artifact(DATASET_NAME, report_date, f"{bucket}.plan.json",
+                                     json.dumps(detail, indent=1, default=str).encode()))
+    return uris
+
+
+def apply_or_rollback(cfg: FinopsConfig, plans: Sequence[dict[str, Any]], *, apply: bool, rollback_uri: str,
+                      client_for: Callable[[Bucket], Any], store: Any, report_date: date,
+                      run_id: str = "") -> list[dict[str, Any]]:
+    """Apply allowlisted plans (``apply``), or restore one backup (``rollback_uri``), or write nothing.
+
+    A rollback run applies nothing else. A bucket that is not allowlisted is never written.
+    """
+    backups = BackupStore(store, report_date)
+    if rollback_uri:
+        doc = read_backup(rollback_uri, store.fs, store.base)
+        bucket = cfg.bucket(doc["bucket"])
+        outcome = rollback(client_for(bucket), bucket, doc, backups, run_id=run_id, backup_uri=rollback_uri)
+        return [outcome.as_dict()]
+    outcomes = []
+    for plan in plans:
+        if "error" in plan:
+            continue
+        name = plan["bucket"]
+        bucket = cfg.bucket(name)
+        if not apply or not bucket.apply:
+            mode = "dry-run" if not apply else "not-allowlisted"
+            outcomes.append(ApplyOutcome(name, mode, plan["diff"], None, plan["in_force"], plan["warnings"]).as_dict())
+            continue
+        if plan["blocking"]:
+            outcomes.append(ApplyOutcome(name, "failed", plan["diff"], None, plan["in_force"], plan["warnings"],
+                                         "; ".join(plan["blocking"])).as_dict())
+            continue
+        try:
+            outcome = safe_apply(client_for(bucket), bucket, plan["finops_rules"], backups, run_id=run_id)
+        except DOMAIN_ERRORS as exc:
+            log.error("bucket %s: %s", name, exc)
+            outcome = ApplyOutcome(name, "failed", plan["diff"], None, plan["in_force"], plan["warnings"], str(exc))
+        outcomes.append(outcome.as_dict())
+    return outcomes
+
+
+def report_rows_for(plans: Sequence[dict[str, Any]], outcomes: Sequence[dict[str, Any]],
+                    window_start: datetime, window_end: datetime) -> list[dict[str, Any]]:
+    """The dataset's rows: each plan's rows with ``applied`` (rule in force after this run) and the window."""
+    in_force = {o["bucket"]: set(o.get("in_force") or ()) for o in outcomes}
+    rows = []
+    for plan in plans:
+        if "error" in plan:
+            continue
+        force = in_force.get(plan["bucket"], set(plan["in_force"]))
+        for r in plan["rows"]:
+            rid = r["proposed_rule_id"]
+            rows.append({**r, "applied": bool(rid) and all(x in force for x in rid.split(",")),
+                         "window_start": window_start, "window_end": window_end})
+    return rows
+
