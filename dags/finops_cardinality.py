@@ -1,15 +1,23 @@
 """
-### finops_cardinality — what your active series are and what they cost
+### finops_cardinality — which series you pay for, who uses them, and what is safe to cut
 
-Daily, for every Prometheus source and Mimir tenant in the configuration:
+Daily, for every Prometheus source and Mimir tenant in the configuration (one mapped task each):
 
-1. **plan** — list the sources/tenants to audit (one mapped task each);
-2. **collect** — count active series per metric on the server (`/api/v1/status/tsdb` and a
-   PromQL `count by (__name__)`), never listing every series;
-3. **write_report** — price them from the pricing table, check the rows with Great
-   Expectations and write the `cardinality` Parquet partition of this run's report date
-   (rerunning replaces it; a report that fails its checks is not written);
-4. **post_digest** — post the top metrics to Slack (`slack_finops`), once per run.
+1. **plan** — the sources/tenants to audit;
+2. **audit** — count active series per metric and distinct values per label on the server
+   (`/api/v1/status/tsdb`, chunked PromQL counts, label-value index lookups; Mimir's
+   cardinality API), read who uses each metric and label (rules API / Mimir ruler, rule files,
+   Grafana dashboards, the query log of the run's window — all parsed with a real PromQL
+   parser), classify every metric as used / partially used / unused, and suggest only changes
+   that leave every rule, alert, dashboard and logged query result as it is — with the series
+   left after each change counted by the server;
+3. **config_audit** — flags and loaded config: WAL compression, retention, scrape intervals,
+   HA pairs without deduplication, each finding with its estimated saving;
+4. **write_reports** — price everything, check each dataset with Great Expectations and write
+   `cardinality`, `cardinality_labels`, `showback`, `usage_errors` and `config_findings` for this
+   run's report date (a rerun replaces them), plus ready-to-apply `metric_relabel_configs`
+   (Prometheus) or runtime `overrides` (Mimir) YAML beside them;
+5. **post_digest** — the savings and top offenders to Slack (`slack_finops`), once per run.
 
 The window is the run's data interval; a manual run uses `workflows.cardinality.lookback`.
 """
@@ -47,49 +55,60 @@ def finops_cardinality() -> None:
                 for s in cfg.sources for t in (s.tenants or [""])]
 
     @task(map_index_template="{{ task.op_kwargs['target']['source'] }} {{ task.op_kwargs['target']['tenant'] }}")
-    def collect(target: dict[str, str]) -> dict:
-        """Series per metric of one source/tenant."""
+    def audit(target: dict[str, str]) -> dict:
+        """Census, usage, verdicts and showback of one source/tenant."""
         from traceo_finops.airflow_adapter import prometheus_spec, run_info
-        from traceo_finops.cardinality.collect import collect_series_by_metric
-        from traceo_finops.config import load_config
+        from traceo_finops.cardinality.audit import audit_source
+        from traceo_finops.config import PROJECT_ROOT, load_config
+        from traceo_finops.pricing import load_price_table
         from traceo_finops.prometheus import PrometheusClient
 
-        run = run_info(load_config().workflows.cardinality.lookback)
+        cfg = load_config()
+        settings = cfg.workflows.cardinality
+        run = run_info(settings.lookback)
+        prices = load_price_table(cfg.pricing.profile, cfg.pricing.overrides)
         spec = prometheus_spec(target["conn_id"], target["source"], target["tenant"] or None, target["flavor"])
         with PrometheusClient(spec) as client:
-            snapshot = collect_series_by_metric(client, target["source"], run.window.end, target["tenant"])
-        return snapshot.as_dict()
+            return audit_source(client, target["source"], target["tenant"], run.window.start, run.window.end,
+                                settings, prices.series_month_per_1k("self_hosted"), PROJECT_ROOT)
 
-    @task
-    def write_report(snapshots: list[dict]) -> dict:
-        """Price the series and write this run's `cardinality` partition."""
-        from traceo_finops.airflow_adapter import report_store, run_info
-        from traceo_finops.cardinality.collect import MetricSeries, SourceSnapshot
-        from traceo_finops.cardinality.report import CARDINALITY, cardinality_rows
+    @task(map_index_template="{{ task.op_kwargs['target']['source'] }} {{ task.op_kwargs['target']['tenant'] }}")
+    def config_audit(target: dict[str, str]) -> list[dict]:
+        """Configuration findings of one source/tenant, with estimated savings."""
+        from traceo_finops.airflow_adapter import prometheus_spec, run_info
+        from traceo_finops.cardinality.config_audit import audit_config_rows
         from traceo_finops.config import load_config
         from traceo_finops.pricing import load_price_table
-        from traceo_finops.quality import check
+        from traceo_finops.prometheus import PrometheusClient
 
         cfg = load_config()
         run = run_info(cfg.workflows.cardinality.lookback)
         prices = load_price_table(cfg.pricing.profile, cfg.pricing.overrides)
-        snaps = [SourceSnapshot(s["source"], s["tenant"], s["head_series"],
-                                [MetricSeries(**m) for m in s["metrics"]]) for s in snapshots]
-        rows = cardinality_rows(snaps, prices.series_month_per_1k("self_hosted"), run.window.start, run.window.end)
-        table = CARDINALITY.table(rows)
-        check(CARDINALITY.name, table, CARDINALITY.expectations)
-        written = report_store(cfg).write_partition(
-            CARDINALITY, run.window.report_date, table,
-            metadata={"dag_id": run.dag_id, "run_id": run.run_id, **run.window.as_dict()})
-        return {**written.as_dict(), "window": run.window.as_dict()}
+        spec = prometheus_spec(target["conn_id"], target["source"], target["tenant"] or None, target["flavor"])
+        with PrometheusClient(spec) as client:
+            return audit_config_rows(client, target["source"], target["tenant"], run.window.end, prices,
+                                     window_start=run.window.start)
+
+    @task
+    def write_reports(audits: list[dict], findings: list[list[dict]]) -> dict:
+        """Check and write every dataset of this run's report date, and the relabel YAML beside them."""
+        from traceo_finops.airflow_adapter import report_store, run_info
+        from traceo_finops.cardinality.report import write_cardinality_reports
+        from traceo_finops.config import load_config
+
+        cfg = load_config()
+        run = run_info(cfg.workflows.cardinality.lookback)
+        return write_cardinality_reports(report_store(cfg), run.window, list(audits),
+                                         [row for rows in findings for row in rows],
+                                         metadata={"dag_id": run.dag_id, "run_id": run.run_id})
 
     @task
     def post_digest(written: dict, params: dict | None = None) -> bool:
-        """Top metrics and totals to Slack, once per run even when the task is retried."""
+        """Savings and top offenders to Slack, once per run even when the task is retried."""
         from datetime import date
 
         from traceo_finops.airflow_adapter import report_store, run_info, slack_poster
-        from traceo_finops.cardinality.report import CARDINALITY, cardinality_digest
+        from traceo_finops.cardinality.report import CARDINALITY, SHOWBACK, USAGE_ERRORS, cardinality_digest
         from traceo_finops.config import load_config
         from traceo_finops.slack import delivery_key, post_once
 
@@ -98,14 +117,17 @@ def finops_cardinality() -> None:
             return False
         run = run_info(cfg.workflows.cardinality.lookback)
         store = report_store(cfg)
-        report_date = date.fromisoformat(written["report_date"])
-        rows = store.read_partition(CARDINALITY.name, report_date).to_pylist()
-        digest = cardinality_digest(rows, written["uri"], written["report_date"],
-                                    cfg.workflows.cardinality.top_n_in_digest)
-        return post_once(store, report_date, delivery_key(run.dag_id, run.run_id, CARDINALITY.name), digest,
+        day = date.fromisoformat(written["report_date"])
+        digest = cardinality_digest(store.read_partition(CARDINALITY.name, day).to_pylist(),
+                                    store.read_partition(SHOWBACK.name, day).to_pylist(),
+                                    written["cardinality"]["uri"], written["report_date"],
+                                    cfg.workflows.cardinality.top_n_in_digest,
+                                    store.read_partition(USAGE_ERRORS.name, day).num_rows)
+        return post_once(store, day, delivery_key(run.dag_id, run.run_id, CARDINALITY.name), digest,
                          slack_poster(cfg.slack.conn_id))
 
-    post_digest(write_report(collect.expand(target=plan())))
+    targets = plan()
+    post_digest(write_reports(audit.expand(target=targets), config_audit.expand(target=targets)))
 
 
 finops_cardinality()

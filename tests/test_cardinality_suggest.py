@@ -112,3 +112,21 @@ def test_relabel_yaml_passes_promtool(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     mimir = yaml.safe_load(mimir_overrides_yaml({"team-a": verdicts}))
     assert mimir["overrides"]["team-a"]["metric_relabel_configs"] == rules
+
+
+def test_prometheus_own_series_are_never_dropped() -> None:
+    v = judge(Census("up", 12, {"job": 3, "instance": 12}), index_of("sum(rate(x_total[5m]))"), ServerCount({}))
+    assert v.classification is Classification.UNUSED and v.suggestion is Suggestion.KEEP and v.series_after == 12
+    assert "Prometheus itself" in v.blocked_by
+
+
+def test_a_nameless_selector_in_a_dashboard_holds_every_metric_it_may_select() -> None:
+    from traceo_finops.cardinality.suggest import durable_wildcards
+
+    idx = index_of('{job="billing"}', 'sum by (job) ({__name__=~"billing_.+"})')
+    idx.add_expression('count by (__name__) ({__name__=~".+"})', Source(SourceKind.QUERY, "q1"))
+    wild = durable_wildcards(idx)
+    assert {u.source.kind for u in wild} == {SourceKind.DASHBOARD}  # the ad-hoc census query does not count
+    v = judge(Census("billing_invoices_total", 8, {"job": 1, "pod": 8}), idx, ServerCount({}), wildcards=wild)
+    assert v.suggestion is Suggestion.BLOCKED and "dash-0" in v.blocked_by
+    assert judge(Census("x", 3, {"job": 1}), idx, ServerCount({})).suggestion is Suggestion.DROP_METRIC

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +43,43 @@ def _slack_posts(env: dict[str, str], title_prefix: str) -> list[dict]:
             if r.get("delivered") and str((r.get("body") or {}).get("text", "")).startswith(title_prefix)]
 
 
-def test_run_writes_partition_and_posts_once(devstack: dict[str, str], prom_truth: dict[str, Any],
-                                             finops_config: Path, cardinality_dag: Any) -> None:
+def _query_log_as_generated(truth: dict[str, Any], config: Path, tmp_path: Path) -> None:
+    """Point the test config's query log at the devstack's log as it stood when the devstack was made."""
+    import json
+    from datetime import datetime
+
+    import yaml
+
+    made = float(truth["generated_at"]) if not isinstance(truth["generated_at"], str) else \
+        datetime.fromisoformat(truth["generated_at"]).timestamp()
+    kept = []
+    for line in Path(truth["paths"]["query_log"]).read_text().splitlines():
+        try:
+            ts = datetime.fromisoformat(json.loads(line)["ts"].replace("Z", "+00:00")).timestamp()
+        except (ValueError, KeyError):
+            continue
+        if ts <= made:
+            kept.append(line)
+    assert kept, "the devstack's replayer left no query log lines"
+    log = tmp_path / "query.log"
+    log.write_text("\n".join(kept) + "\n")
+    cfg = yaml.safe_load(config.read_text())
+    cfg["workflows"]["cardinality"]["query_log"] = str(log)
+    config.write_text(yaml.safe_dump(cfg))
+
+
+def _server_count(env: dict[str, str], promql: str, at: Any) -> list[dict]:
+    client = PrometheusClient(SourceSpec.from_connection_fields(
+        name="check", host=env["DEVSTACK_PROM_URL"], port=None, schema=None, login=None, password=None, extra={}))
+    return client.query(promql, time=at)
+
+
+def test_run_writes_reports_and_posts_once(devstack: dict[str, str], prom_truth: dict[str, Any],
+                                           finops_config: Path, cardinality_dag: Any, tmp_path: Path) -> None:
     slack_sink.reset(devstack["DEVSTACK_SLACK_URL"])
+    # The usage the devstack made (dashboards, rules, its replayed queries) — not the queries other
+    # tests of this session sent to the same Prometheus to check their own results.
+    _query_log_as_generated(prom_truth, finops_config, tmp_path)
     run = cardinality_dag.test()
     assert run.state == "success"
     root = Path(finops_config.parent / "reports")
@@ -52,21 +87,62 @@ def test_run_writes_partition_and_posts_once(devstack: dict[str, str], prom_trut
     assert len(files) == 1
     table = pq.read_table(files[0])
     meta = table.schema.metadata
-    assert meta[b"traceo.dag_id"] == b"finops_cardinality" and meta[b"traceo.schema_version"] == b"1"
+    assert meta[b"traceo.dag_id"] == b"finops_cardinality" and meta[b"traceo.schema_version"] == b"2"
     rows = {r["metric"]: r for r in table.to_pylist()}
     assert _matches_server(table, devstack)
-    assert abs(sum(r["share"] for r in rows.values()) - 1) < 1e-9
-    unused = prom_truth["cardinality"]["unused_metric"]
-    assert rows[unused["name"]]["series"] == unused["series"]
-    assert all(r["monthly_cost_usd"] > 0 for r in rows.values())
+    end = table.column("window_end")[0].as_py()
 
-    # One digest in the sink, naming the top metric.
+    # The devstack's unused metric: found, with its exact series count, and dropped.
+    unused = prom_truth["cardinality"]["unused_metric"]
+    u = rows[unused["name"]]
+    assert (u["series"], u["classification"], u["suggestion"], u["series_after"]) == (
+        unused["series"], "unused", "drop_metric", 0)
+    assert u["monthly_saving_usd"] == pytest.approx(u["monthly_cost_usd"]) and u["monthly_saving_usd"] > 0
+
+    # Its high-cardinality label: found unneeded with its exact distinct values; the series left after
+    # merging it away is what the server counts.
+    hc = prom_truth["cardinality"]["high_cardinality"]
+    labels = {(r["metric"], r["label"]): r for r in
+              pq.read_table(next(root.glob("cardinality_labels/report_date=*/part-0.parquet"))).to_pylist()}
+    hl = labels[(hc["metric"], hc["label"])]
+    assert hl["distinct_values"] == hc["distinct_values"] and hl["needed"] is False
+    h = rows[hc["metric"]]
+    assert h["series"] == hc["series"] and h["classification"] == "partially_used"
+    assert hc["label"] in h["unneeded_labels"]
+    kept = sorted(k for (m, k), r in labels.items() if m == hc["metric"] and k not in h["unneeded_labels"])
+    direct = _server_count(devstack, f"count(count by ({', '.join(kept)}) ({hc['metric']}))", end)
+    assert h["series_if_aggregated"] == int(float(direct[0]["value"][1])) < h["series"]
+    if h["suggestion"] == "blocked":  # a usage counts or averages series: merging would change its result
+        assert h["series_after"] == h["series"] and h["blocked_by"]
+    else:
+        assert h["suggestion"] == "aggregate" and h["series_after"] == h["series_if_aggregated"]
+    assert all(r["monthly_saving_usd"] == pytest.approx(r["monthly_cost_usd"] - r["monthly_cost_after_usd"])
+               for r in rows.values())
+
+    # Showback adds up to every series the server holds, with the series lacking the owner label unattributed.
+    showback = pq.read_table(next(root.glob("showback/report_date=*/part-0.parquet"))).to_pylist()
+    total = int(float(_server_count(devstack, 'count({__name__=~".+"})', end)[0]["value"][1]))
+    assert sum(r["series"] for r in showback) == total
+    assert "unattributed" in {r["owner"] for r in showback}
+    assert {t for t in prom_truth["namespaces"].values()} <= {r["owner"] for r in showback}
+
+    # The deliberately broken dashboard panel is recorded, not fatal.
+    errors = pq.read_table(next(root.glob("usage_errors/report_date=*/part-0.parquet"))).to_pylist()
+    assert any(e["source_kind"] == "dashboard" for e in errors)
+    assert next(root.glob("config_findings/report_date=*/part-0.parquet")).exists()
+
+    # The relabel config beside the report drops the unused metric and passes promtool.
+    relabel = next(root.glob("_artifacts/cardinality/report_date=*/*metric_relabel_configs.yaml"))
+    assert unused["name"] in relabel.read_text()
+    check = subprocess.run(["promtool", "check", "config", str(relabel)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    # One digest in the sink.
     posts = _slack_posts(devstack, "Cardinality audit")
     assert len(posts) == 1
-    top = max(rows.values(), key=lambda r: r["series"])["metric"]
-    assert top in str(posts[0]["body"]["blocks"])
+    assert unused["name"] in str(posts[0]["body"]["blocks"])
 
-    # Rerunning the same data interval replaces the partition (no duplicate rows, no second file).
+    # Rerunning the same data interval replaces the partitions (no duplicate rows, no second file).
     run2 = cardinality_dag.test(logical_date=run.logical_date)
     assert run2.state == "success"
     assert sorted(root.glob("cardinality/report_date=*/*")) == files
@@ -78,6 +154,7 @@ def test_run_writes_partition_and_posts_once(devstack: dict[str, str], prom_trut
     readme = (ROOT / "README.md").read_text()
     sql = re.search(r"```sql\n(.*?)```", readme, re.S).group(1)  # type: ignore[union-attr]
     got = duckdb.sql(sql.replace("reports/", f"{root}/")).fetchall()
+    top = max(rerun.to_pylist(), key=lambda r: r["series"])["metric"]
     assert got and got[0][2] == top
 
 
@@ -107,5 +184,5 @@ def test_unreachable_prometheus_fails_the_run_and_writes_nothing(
     run = cardinality_dag.test()
     assert run.state == "failed"
     failed = {ti.task_id: ti.state for ti in run.get_task_instances()}
-    assert failed["collect"] == "failed" and failed["write_report"] == "upstream_failed"
+    assert failed["audit"] == "failed" and failed["write_reports"] == "upstream_failed"
     assert not (finops_config.parent / "reports" / "cardinality").exists()

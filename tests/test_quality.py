@@ -31,10 +31,14 @@ def test_unknown_expectation() -> None:
 
 
 def test_cardinality_suite_catches_a_duplicated_metric() -> None:
-    row = {"source": "s", "tenant": "", "metric": "up", "series": 2, "share": 1.0, "monthly_cost_usd": 0.1,
-           "window_start": None, "window_end": None}
-    ok = CARDINALITY.table([{**row, "window_start": 0, "window_end": 0}])
+    row = {"source": "s", "tenant": "", "metric": "up", "series": 2, "share": 1.0, "labels": 2, "usage_rules": 0,
+           "usage_dashboards": 1, "usage_queries": 0, "classification": "used", "suggestion": "keep",
+           "unneeded_labels": [], "series_after": 2, "series_if_aggregated": None, "blocked_by": "",
+           "monthly_cost_usd": 0.1, "monthly_cost_after_usd": 0.1, "monthly_saving_usd": 0.0,
+           "window_start": 0, "window_end": 0}
+    ok = CARDINALITY.table([row])
     assert check("cardinality", ok, CARDINALITY.expectations).success
-    dup = pa.concat_tables([ok, ok])
     with pytest.raises(DataQualityError, match="compound_columns_to_be_unique"):
-        check("cardinality", dup, CARDINALITY.expectations)
+        check("cardinality", pa.concat_tables([ok, ok]), CARDINALITY.expectations)
+    with pytest.raises(DataQualityError, match="suggestion"):
+        check("cardinality", CARDINALITY.table([{**row, "suggestion": "delete_everything"}]), CARDINALITY.expectations)

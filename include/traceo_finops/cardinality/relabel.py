@@ -51,11 +51,24 @@ def _aggregate_notes(verdicts: Sequence[Verdict]) -> str:
     return "# Aggregate at ingestion (relabeling would merge series into duplicates):\n" + "\n".join(lines) + "\n"
 
 
+def _rule_notes(verdicts: Sequence[Verdict]) -> str:
+    lines = [f"#   {v.metric}: {v.suggestion.value} ({v.series} series)" for v in verdicts
+             if v.suggestion in (Suggestion.DROP_METRIC, Suggestion.DROP_LABELS, Suggestion.AGGREGATE)]
+    if not lines:
+        return ""
+    return ("# Series without a job label come from recording rules: change or remove the rule instead:\n"
+            + "\n".join(lines) + "\n")
+
+
 def prometheus_yaml(verdicts_by_job: Mapping[str, Sequence[Verdict]]) -> str:
-    """A ``scrape_configs`` fragment: each job with its ``metric_relabel_configs``."""
+    """A ``scrape_configs`` fragment: each job with its ``metric_relabel_configs``.
+
+    Verdicts under the job ``""`` (series with no job label: recording-rule outputs) are listed as
+    comments, since no scrape config produces them.
+    """
     jobs = []
-    notes = []
-    for job in sorted(verdicts_by_job):
+    notes = [_rule_notes(verdicts_by_job.get("", []))]
+    for job in sorted(j for j in verdicts_by_job if j):
         rules = relabel_rules(verdicts_by_job[job])
         if rules:
             jobs.append({"job_name": job, "metric_relabel_configs": rules})

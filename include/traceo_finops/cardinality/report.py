@@ -1,71 +1,172 @@
-"""The ``cardinality`` dataset and its Slack digest."""
+"""The cardinality datasets (``cardinality``, ``cardinality_labels``, ``showback``,
+``usage_errors``) and the Slack digest."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pyarrow as pa
 
-from traceo_finops.cardinality.collect import SourceSnapshot
-from traceo_finops.quality import between, not_null, unique_together
+from traceo_finops.cardinality.suggest import Classification, Suggestion
+from traceo_finops.quality import between, not_null, one_of, unique_together
 from traceo_finops.reports import Dataset
 from traceo_finops.slack import Digest
 
+_WINDOW = [pa.field("window_start", pa.timestamp("s", tz="UTC"), nullable=False),
+           pa.field("window_end", pa.timestamp("s", tz="UTC"), nullable=False)]
+_WHERE = [pa.field("source", pa.string(), nullable=False), pa.field("tenant", pa.string(), nullable=False)]
+_USAGE = [pa.field("usage_rules", pa.int64(), nullable=False), pa.field("usage_dashboards", pa.int64(), nullable=False),
+          pa.field("usage_queries", pa.int64(), nullable=False)]
+
 CARDINALITY = Dataset(
     name="cardinality",
-    version=1,
-    description="Active series per metric per source/tenant, with its share and monthly cost.",
+    version=2,
+    description="Per metric per source/tenant: series, usage, classification, safe suggestion and dollars.",
     schema=pa.schema([
-        pa.field("source", pa.string(), nullable=False),
-        pa.field("tenant", pa.string(), nullable=False),
+        *_WHERE,
         pa.field("metric", pa.string(), nullable=False),
         pa.field("series", pa.int64(), nullable=False),
         pa.field("share", pa.float64(), nullable=False),  # of the source/tenant's series, 0..1
+        pa.field("labels", pa.int64(), nullable=False),  # label names on the metric
+        *_USAGE,
+        pa.field("classification", pa.string(), nullable=False),
+        pa.field("suggestion", pa.string(), nullable=False),
+        pa.field("unneeded_labels", pa.list_(pa.string()), nullable=False),
+        pa.field("series_after", pa.int64(), nullable=False),  # if the suggestion is applied
+        pa.field("series_if_aggregated", pa.int64()),  # merging away the unneeded labels (server count)
+        pa.field("blocked_by", pa.string(), nullable=False),
         pa.field("monthly_cost_usd", pa.float64(), nullable=False),
-        pa.field("window_start", pa.timestamp("s", tz="UTC"), nullable=False),
-        pa.field("window_end", pa.timestamp("s", tz="UTC"), nullable=False),
+        pa.field("monthly_cost_after_usd", pa.float64(), nullable=False),
+        pa.field("monthly_saving_usd", pa.float64(), nullable=False),
+        *_WINDOW,
     ]),
     expectations=(
-        *not_null("source", "tenant", "metric", "series", "share", "monthly_cost_usd"),
+        *not_null("source", "tenant", "metric", "series", "classification", "suggestion"),
         between("series", min_value=1),
+        between("series_after", min_value=0),
         between("share", min_value=0, max_value=1),
-        between("monthly_cost_usd", min_value=0),
+        between("monthly_saving_usd", min_value=0),
+        one_of("classification", [c.value for c in Classification]),
+        one_of("suggestion", [s.value for s in Suggestion]),
         unique_together("source", "tenant", "metric"),
     ),
 )
 
+CARDINALITY_LABELS = Dataset(
+    name="cardinality_labels",
+    version=1,
+    description="Per metric and label: distinct values, who uses the label and how.",
+    schema=pa.schema([
+        *_WHERE,
+        pa.field("metric", pa.string(), nullable=False),
+        pa.field("label", pa.string(), nullable=False),
+        pa.field("distinct_values", pa.int64(), nullable=False),
+        pa.field("needed", pa.bool_(), nullable=False),  # some usage needs it to keep its result
+        *_USAGE,
+        pa.field("usage_kinds", pa.list_(pa.string()), nullable=False),  # matcher, by, on, group_left …
+        *_WINDOW,
+    ]),
+    expectations=(
+        *not_null("source", "tenant", "metric", "label", "distinct_values", "needed"),
+        between("distinct_values", min_value=0),
+        unique_together("source", "tenant", "metric", "label"),
+    ),
+)
 
-def cardinality_rows(snapshots: Sequence[SourceSnapshot], usd_per_1k_series_month: float,
-                     window_start: object, window_end: object) -> list[dict[str, object]]:
-    """One row per metric per source/tenant; share is of that source/tenant's counted series."""
-    rows: list[dict[str, object]] = []
-    for snap in snapshots:
-        total = sum(m.series for m in snap.metrics)
-        for m in snap.metrics:
-            rows.append({
-                "source": m.source, "tenant": m.tenant, "metric": m.metric, "series": m.series,
-                "share": m.series / total if total else 0.0,
-                "monthly_cost_usd": round(m.series / 1000 * usd_per_1k_series_month, 4),
-                "window_start": window_start, "window_end": window_end,
-            })
-    return rows
+SHOWBACK = Dataset(
+    name="showback",
+    version=1,
+    description="Series and monthly cost by owner (a configurable label such as team), with `unattributed`.",
+    schema=pa.schema([
+        *_WHERE,
+        pa.field("owner_label", pa.string(), nullable=False),
+        pa.field("owner", pa.string(), nullable=False),
+        pa.field("series", pa.int64(), nullable=False),
+        pa.field("share", pa.float64(), nullable=False),
+        pa.field("monthly_cost_usd", pa.float64(), nullable=False),
+        *_WINDOW,
+    ]),
+    expectations=(
+        *not_null("owner", "series", "share", "monthly_cost_usd"),
+        between("series", min_value=0),
+        between("share", min_value=0, max_value=1),
+        unique_together("source", "tenant", "owner_label", "owner"),
+    ),
+)
+
+USAGE_ERRORS = Dataset(
+    name="usage_errors",
+    version=1,
+    description="Rules, dashboards, log lines and expressions that could not be read: where and why.",
+    schema=pa.schema([
+        *_WHERE,
+        pa.field("source_kind", pa.string(), nullable=False),
+        pa.field("source_id", pa.string(), nullable=False),
+        pa.field("location", pa.string(), nullable=False),
+        pa.field("expression", pa.string(), nullable=False),
+        pa.field("error", pa.string(), nullable=False),
+        *_WINDOW,
+    ]),
+    expectations=(*not_null("source_kind", "error"),),
+)
+
+UNATTRIBUTED = "unattributed"
 
 
-def cardinality_digest(rows: Sequence[dict[str, object]], report_uri: str, report_date: str,
-                       top_n: int) -> Digest:
-    """Top metrics by series across all sources, with totals."""
-    total_series = sum(int(r["series"]) for r in rows)  # type: ignore[call-overload]
-    total_cost = sum(float(r["monthly_cost_usd"]) for r in rows)  # type: ignore[arg-type]
-    sources = sorted({f"{r['source']}/{r['tenant']}" if r["tenant"] else str(r["source"]) for r in rows})
-    top = sorted(rows, key=lambda r: -int(r["series"]))[:top_n]  # type: ignore[call-overload]
+def cardinality_digest(rows: Sequence[Mapping[str, Any]], showback: Sequence[Mapping[str, Any]],
+                       report_uri: str, report_date: str, top_n: int, errors: int) -> Digest:
+    """Totals, the biggest safe savings, and the top owners."""
+    total_series = sum(int(r["series"]) for r in rows)
+    cost = sum(float(r["monthly_cost_usd"]) for r in rows)
+    saving = sum(float(r["monthly_saving_usd"]) for r in rows)
+    after = sum(int(r["series_after"]) for r in rows)
+    by_kind = {c.value: sum(1 for r in rows if r["classification"] == c.value) for c in Classification}
+    top = sorted((r for r in rows if r["suggestion"] != Suggestion.KEEP.value),
+                 key=lambda r: (-float(r["monthly_saving_usd"]), -int(r["series"])))[:top_n]
+    owners = sorted(showback, key=lambda r: -int(r["series"]))[:5]
+    reduction = 1 - after / total_series if total_series else 0.0
     return Digest(
         title=f"Cardinality audit {report_date}",
-        summary=f"*{total_series:,}* active series in *{len(rows):,}* metrics "
-                f"cost about *${total_cost:,.2f}/month*.",
-        facts={"Sources": ", ".join(sources) or "none", "Metrics": f"{len(rows):,}",
-               "Active series": f"{total_series:,}", "Monthly cost": f"${total_cost:,.2f}"},
-        table_header=("metric", "series", "share", "$/month"),
-        table_rows=[(r["metric"], f"{int(r['series']):,}", f"{float(r['share']):.1%}",  # type: ignore[call-overload,arg-type]
-                     f"{float(r['monthly_cost_usd']):,.2f}") for r in top],  # type: ignore[arg-type]
-        footer=f"Report: {report_uri}",
+        summary=(f"*{total_series:,}* active series in *{len(rows):,}* metrics cost about *${cost:,.2f}/month*. "
+                 f"Safe changes cut *{total_series - after:,}* series ({reduction:.0%}), "
+                 f"saving *${saving:,.2f}/month* without changing any rule, alert, dashboard or logged query."),
+        facts={"Unused metrics": str(by_kind["unused"]), "Partially used": str(by_kind["partially_used"]),
+               "Used": str(by_kind["used"]), "Monthly saving": f"${saving:,.2f}",
+               "Top owners": ", ".join(f"{o['owner']} {int(o['series']):,}" for o in owners) or "n/a",
+               "Unreadable expressions": str(errors)},
+        table_header=("metric", "series", "suggestion", "after", "$/month saved"),
+        table_rows=[(r["metric"], f"{int(r['series']):,}", r["suggestion"], f"{int(r['series_after']):,}",
+                     f"{float(r['monthly_saving_usd']):,.2f}") for r in top],
+        footer=f"Report: {report_uri} · relabel configs beside it under _artifacts/cardinality/",
     )
+
+
+def write_cardinality_reports(store: Any, window: Any, audits: Sequence[Mapping[str, Any]],
+                              findings: Sequence[Mapping[str, Any]], metadata: Mapping[str, str]) -> dict[str, Any]:
+    """Check every dataset with Great Expectations, then write them all and the relabel YAML.
+
+    All datasets are checked before the first one is written, so a failed check leaves the
+    previous reports of this date untouched.
+    """
+    from traceo_finops.cardinality.config_audit import CONFIG_FINDINGS
+    from traceo_finops.quality import check
+
+    tables = [(dataset, dataset.table([row for a in audits for row in a[key]]))
+              for dataset, key in ((CARDINALITY, "cardinality"), (CARDINALITY_LABELS, "labels"),
+                                   (SHOWBACK, "showback"), (USAGE_ERRORS, "errors"))]
+    tables.append((CONFIG_FINDINGS, CONFIG_FINDINGS.table(list(findings))))
+    for dataset, table in tables:
+        check(dataset.name, table, dataset.expectations)
+    meta = {**metadata, **window.as_dict()}
+    written: dict[str, Any] = {"report_date": window.report_date.isoformat()}
+    for dataset, table in tables:
+        written[dataset.name] = store.write_partition(dataset, window.report_date, table, metadata=meta).as_dict()
+    artifacts = []
+    for a in audits:
+        prefix = "-".join(p for p in (a["source"], a["tenant"]) if p)
+        for name, text in sorted(a["relabel"].items()):
+            artifacts.append(store.write_artifact(CARDINALITY.name, window.report_date, f"{prefix}-{name}",
+                                                  text.encode()))
+    written["artifacts"] = artifacts
+    return written

@@ -18,16 +18,21 @@ some of its labels are needed by nothing; else *used*. Suggestions:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
-from traceo_finops.usage import AllLabels, UsageIndex
+from traceo_finops.usage import AllLabels, SourceKind, Usage, UsageIndex
 
 # Labels never removed by a suggestion: `job` identifies the scrape (Prometheus naming
 # practice: always keep it); `le` and `quantile` are the structure of histograms and summaries.
 DEFAULT_PROTECTED_LABELS = frozenset({"job", "le", "quantile"})
+# Series Prometheus makes itself, after metric relabeling (per target) or from alerting rules:
+# relabel configs cannot drop them, and alerting depends on them.
+SYNTHETIC_METRICS = frozenset({"up", "scrape_duration_seconds", "scrape_samples_scraped",
+                               "scrape_samples_post_metric_relabeling", "scrape_series_added",
+                               "ALERTS", "ALERTS_FOR_STATE"})
 # Pre-aggregating with the same operator leaves these aggregations' answers unchanged.
 IDEMPOTENT_AGGREGATORS = ("sum", "max", "min")
 
@@ -87,11 +92,41 @@ def unneeded_labels(index: UsageIndex, metric: str, labels: Iterable[str],
     return tuple(sorted(present - need))
 
 
+def durable_wildcards(index: UsageIndex) -> list[Usage]:
+    """Name-less or ``__name__``-regex selectors in rules and dashboards (``{job="x"}``, ``{__name__=~"a.*"}``).
+
+    Their results include every metric they match, so such a metric must keep all of its series
+    and labels. Ad-hoc queries of that shape in the query log (Explore, census tools — our own
+    census included) are exploration, not consumers, and do not hold a metric back.
+    """
+    return [u for u in index.wildcard_usages() if u.source.kind in (SourceKind.RULE, SourceKind.DASHBOARD)]
+
+
+def _wildcard_hit(metric: str, wildcards: Sequence[Usage]) -> Usage | None:
+    for u in wildcards:
+        if u.selector.pattern is None or u.selector.pattern.matches(metric):
+            return u
+    return None
+
+
 def judge(census: MetricCensus, index: UsageIndex, count_after: CountAfter,
-          protected: frozenset[str] = DEFAULT_PROTECTED_LABELS) -> Verdict:
-    """The classification and the safe suggestion for one metric."""
+          protected: frozenset[str] = DEFAULT_PROTECTED_LABELS, wildcards: Sequence[Usage] = ()) -> Verdict:
+    """The classification and the safe suggestion for one metric.
+
+    ``wildcards`` are :func:`durable_wildcards`: a metric one of them may select is left alone.
+    """
     counts = index.metric_counts(census.metric)
     usage = {"rules": counts.rules, "dashboards": counts.dashboards, "queries": counts.queries}
+    if census.metric in SYNTHETIC_METRICS:
+        used = Classification.USED if index.metric_used(census.metric) else Classification.UNUSED
+        return Verdict(census.metric, census.series, used, Suggestion.KEEP, series_after=census.series,
+                       blocked_by="made by Prometheus itself (per target or by alerting rules)", usage=usage)
+    hit = _wildcard_hit(census.metric, wildcards)
+    if hit is not None:
+        used = Classification.USED if index.metric_used(census.metric) else Classification.PARTIALLY_USED
+        return Verdict(census.metric, census.series, used, Suggestion.BLOCKED, series_after=census.series,
+                       blocked_by=f"selected without its name by {hit.source.kind.value} {hit.source.id}: "
+                                  f"{hit.expression[:120]}", usage=usage)
     if not index.metric_used(census.metric):
         return Verdict(census.metric, census.series, Classification.UNUSED, Suggestion.DROP_METRIC,
                        series_after=0, usage=usage)

@@ -1,0 +1,210 @@
+"""One source/tenant's cardinality audit: census, usage, verdicts, showback — as report rows."""
+
+from __future__ import annotations
+
+import glob
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from traceo_finops.cardinality.collect import CENSUS_MARK, is_census_query
+from traceo_finops.cardinality.report import UNATTRIBUTED
+from traceo_finops.cardinality.suggest import (
+    DEFAULT_PROTECTED_LABELS,
+    MetricCensus,
+    Suggestion,
+    Verdict,
+    durable_wildcards,
+    judge,
+)
+from traceo_finops.prometheus import PrometheusClient, quote
+from traceo_finops.usage import UsageIndex
+
+log = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class UsageInputs:
+    """Where usage is read from, besides the server's own rules."""
+
+    rule_files: Sequence[str] = ()  # paths or globs
+    dashboards: Sequence[str] = ()  # Grafana dashboard JSON paths or globs
+    query_log: str | None = None  # Prometheus query_log_file (JSON lines)
+    mimir_query_stats: str | None = None  # Mimir query-frontend logfmt log
+    rules_api: bool = True  # /api/v1/rules (Prometheus) or the Mimir ruler
+
+
+def _expand(patterns: Iterable[str], root: Path) -> list[Path]:
+    found: list[Path] = []
+    for pattern in patterns:
+        full = pattern if Path(pattern).is_absolute() else str(root / pattern)
+        matches = sorted(glob.glob(full)) if glob.has_magic(full) else [full]
+        found += [Path(m) for m in matches]
+    return found
+
+
+def build_usage_index(client: PrometheusClient | None, inputs: UsageInputs, start: datetime, end: datetime,
+                      root: Path, tenant: str = "") -> UsageIndex:
+    """Usage from the server's rules, rule files, dashboards and the query log of ``[start, end)``."""
+    index = UsageIndex(exclude_query=is_census_query)
+    if client is not None and inputs.rules_api:
+        if client.spec.flavor == "mimir":
+            index.add_ruler(client.mimir_ruler_rules(), tenant=tenant)
+        else:
+            index.add_rules_api(client.rules(), source=client.spec.name)
+    for path in _expand(inputs.rule_files, root):
+        index.add_rule_file(path)
+    for path in _expand(inputs.dashboards, root):
+        index.add_dashboard_file(path)
+    if inputs.query_log:
+        index.add_prometheus_query_log(_expand([inputs.query_log], root)[0], start, end)
+    if inputs.mimir_query_stats:
+        index.add_mimir_query_stats(_expand([inputs.mimir_query_stats], root)[0], start, end,
+                                    tenant=tenant or None)
+    log.info("usage: %s", index.summary())
+    return index
+
+
+class ServerCounter:
+    """``count(count by (kept) (metric))`` at the audit's instant: series left after merging."""
+
+    def __init__(self, client: PrometheusClient, at: datetime) -> None:
+        self.client, self.at = client, at
+
+    def __call__(self, metric: str, kept: tuple[str, ...]) -> int:
+        by = ", ".join(kept)
+        result = self.client.query(f"{CENSUS_MARK}count(count by ({by}) ({{__name__={quote(metric)}}}))",
+                                   time=self.at)
+        return int(float(result[0]["value"][1])) if result else 0
+
+
+def owner_counts(client: PrometheusClient, owner_label: str, at: datetime) -> dict[str, int]:
+    """Series per value of ``owner_label``; series without it are ``unattributed``."""
+    out: dict[str, int] = defaultdict(int)
+    for sample in client.query(f'{CENSUS_MARK}count by ({owner_label}) ({{__name__=~".+"}})', time=at):
+        owner = sample["metric"].get(owner_label) or UNATTRIBUTED
+        out[owner] += int(float(sample["value"][1]))
+    return dict(out)
+
+
+def jobs_of(client: PrometheusClient, metrics: Sequence[str], at: datetime, chunk: int = 200) -> dict[str, list[str]]:
+    """Scrape jobs each metric comes from (for per-job relabel configs)."""
+    jobs: dict[str, list[str]] = defaultdict(list)
+    for i in range(0, len(metrics), chunk):
+        names = "|".join(metrics[i:i + chunk])
+        for s in client.query(f"{CENSUS_MARK}count by (__name__, job) ({{__name__=~{quote(names)}}})", time=at):
+            jobs[s["metric"].get("job", "")].append(s["metric"]["__name__"])
+    return dict(jobs)
+
+
+@dataclass
+class AuditRows:
+    cardinality: list[dict[str, Any]] = field(default_factory=list)
+    labels: list[dict[str, Any]] = field(default_factory=list)
+    showback: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    verdicts_by_job: dict[str, list[Verdict]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"cardinality": self.cardinality, "labels": self.labels, "showback": self.showback,
+                "errors": self.errors}
+
+
+def audit_rows(source: str, tenant: str, census: Sequence[MetricCensus], index: UsageIndex, count_after: Any,
+               usd_per_1k_series_month: float, window: dict[str, Any],
+               protected: frozenset[str] = DEFAULT_PROTECTED_LABELS) -> tuple[AuditRows, list[Verdict]]:
+    """Verdict and report rows for every metric of one source/tenant."""
+    rows = AuditRows()
+    total = sum(m.series for m in census) or 1
+    price = usd_per_1k_series_month / 1000
+    verdicts = []
+    wildcards = durable_wildcards(index)
+    for i, m in enumerate(sorted(census, key=lambda m: -m.series)):
+        if i and i % 500 == 0:
+            log.info("judged %d/%d metrics", i, len(census))
+        v = judge(m, index, count_after, protected, wildcards)
+        verdicts.append(v)
+        now, after = m.series * price, v.series_after * price
+        rows.cardinality.append({
+            "source": source, "tenant": tenant, "metric": m.metric, "series": m.series, "share": m.series / total,
+            "labels": len([lbl for lbl in m.labels if lbl != "__name__"]),
+            "usage_rules": v.usage["rules"], "usage_dashboards": v.usage["dashboards"],
+            "usage_queries": v.usage["queries"], "classification": v.classification.value,
+            "suggestion": v.suggestion.value, "unneeded_labels": list(v.unneeded_labels),
+            "series_after": v.series_after, "series_if_aggregated": v.series_if_aggregated,
+            "blocked_by": v.blocked_by, "monthly_cost_usd": round(now, 6), "monthly_cost_after_usd": round(after, 6),
+            "monthly_saving_usd": round(now - after, 6), **window,
+        })
+        need = index.labels_needed(m.metric)
+        per_label = index.label_counts(m.metric)
+        for label, distinct in sorted(m.labels.items()):
+            if label == "__name__":
+                continue
+            c = per_label.get(label)
+            rows.labels.append({
+                "source": source, "tenant": tenant, "metric": m.metric, "label": label,
+                "distinct_values": int(distinct),
+                "needed": label in need or label in protected,
+                "usage_rules": c.rules if c else 0, "usage_dashboards": c.dashboards if c else 0,
+                "usage_queries": c.queries if c else 0,
+                "usage_kinds": sorted(k.value for k in c.kinds) if c else [], **window,
+            })
+    for e in index.errors:
+        rows.errors.append({"source": source, "tenant": tenant, "source_kind": e.source_kind.value,
+                            "source_id": e.source_id, "location": e.location, "expression": e.expression,
+                            "error": e.error, **window})
+    return rows, verdicts
+
+
+def showback_rows(source: str, tenant: str, owner_label: str, counts: dict[str, int],
+                  usd_per_1k_series_month: float, window: dict[str, Any]) -> list[dict[str, Any]]:
+    total = sum(counts.values()) or 1
+    return [{"source": source, "tenant": tenant, "owner_label": owner_label, "owner": owner, "series": n,
+             "share": n / total, "monthly_cost_usd": round(n * usd_per_1k_series_month / 1000, 6), **window}
+            for owner, n in sorted(counts.items(), key=lambda kv: -kv[1])]
+
+
+def relabel_verdicts(client: PrometheusClient, verdicts: Sequence[Verdict], at: datetime) -> dict[str, list[Verdict]]:
+    """Verdicts with a relabel or aggregation suggestion, grouped by the scrape job of their series."""
+    actionable = {v.metric: v for v in verdicts
+                  if v.suggestion in (Suggestion.DROP_METRIC, Suggestion.DROP_LABELS, Suggestion.AGGREGATE)}
+    if not actionable:
+        return {}
+    return {job: [actionable[m] for m in sorted(names)]
+            for job, names in jobs_of(client, sorted(actionable), at).items()}
+
+
+def audit_source(client: PrometheusClient, source: str, tenant: str, start: datetime, end: datetime,
+                 settings: Any, usd_per_1k_series_month: float, root: Path) -> dict[str, Any]:
+    """The whole audit of one source/tenant for the window ``[start, end)``: JSON-safe rows and relabel YAML.
+
+    ``settings`` is the configuration's ``workflows.cardinality``. Series are counted at ``end``.
+    """
+    from traceo_finops.cardinality.collect import collect_series_by_metric
+    from traceo_finops.cardinality.relabel import mimir_overrides_yaml, prometheus_yaml
+
+    window = {"window_start": start, "window_end": end}
+    snapshot = collect_series_by_metric(client, source, end, tenant, metric_chunk_size=settings.metric_chunk_size)
+    inputs = UsageInputs(rule_files=settings.rule_files, dashboards=settings.dashboards,
+                         query_log=settings.query_log, mimir_query_stats=settings.mimir_query_stats,
+                         rules_api=settings.rules_api)
+    index = build_usage_index(client, inputs, start, end, root, tenant)
+    protected = frozenset(settings.protected_labels)
+    counter = ServerCounter(client, end)
+    rows, verdicts = audit_rows(source, tenant, snapshot.metrics, index,
+                                lambda m, kept: counter(m, kept), usd_per_1k_series_month, window,
+                                protected=protected)
+    rows.showback = showback_rows(source, tenant, settings.owner_label,
+                                  owner_counts(client, settings.owner_label, end), usd_per_1k_series_month, window)
+    if client.spec.flavor == "mimir":
+        actionable = [v for v in verdicts if v.suggestion is not Suggestion.KEEP]
+        relabel = {"mimir_overrides.yaml": mimir_overrides_yaml({tenant or "anonymous": actionable})}
+    else:
+        relabel = {"metric_relabel_configs.yaml": prometheus_yaml(relabel_verdicts(client, verdicts, end))}
+    log.info("source %s%s: %d metrics, %d series, %d usage errors", source, f"/{tenant}" if tenant else "",
+             len(snapshot.metrics), snapshot.series_total, len(rows.errors))
+    return {**rows.as_dict(), "relabel": relabel, "source": source, "tenant": tenant,
+            "series_total": snapshot.series_total}

@@ -1,0 +1,157 @@
+"""Cardinality collection against real Prometheus 2.42 servers: the devstack (exact ground truth) and a
+throwaway one scraping label values with quotes, backslashes, newlines and unicode."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+import yaml
+
+from devstack.exporter import APP_JOB, app_families
+from devstack.proc import spawn, stop, wait_http
+from traceo_finops.cardinality.collect import collect_series_by_metric
+from traceo_finops.prometheus import PrometheusClient, SourceSpec, quote
+
+pytestmark = pytest.mark.integration
+
+
+def _client(url: str) -> PrometheusClient:
+    return PrometheusClient(SourceSpec(name="itest", base_url=url, timeout=60, retries=1))
+
+
+def test_devstack_counts_and_labels_match_ground_truth(devstack: dict[str, str], prom_truth: dict[str, Any]) -> None:
+    card = prom_truth["cardinality"]
+    at = datetime.now(tz=UTC)
+    with _client(devstack["DEVSTACK_PROM_URL"]) as client:
+        snap = collect_series_by_metric(client, "devstack", at)
+        direct = {s["metric"]["__name__"]: int(float(s["value"][1]))
+                  for s in client.query('count by (__name__) ({__name__=~".+"})', time=at)}
+        sessions = client.query(f"count(count by ({card['high_cardinality']['label']}) "
+                                f"({card['high_cardinality']['metric']}))", time=at)
+
+    # The offender: its label's distinct values and its series, exactly as the ground truth says.
+    high = card["high_cardinality"]
+    offender = snap.metric(high["metric"])
+    assert offender is not None and offender.series == high["series"] == 1320
+    assert offender.labels[high["label"]] == high["distinct_values"] == 1000 == int(float(sessions[0]["value"][1]))
+    unused = snap.metric(card["unused_metric"]["name"])
+    assert unused is not None and unused.series == card["unused_metric"]["series"] == 24
+
+    # Every exporter metric: series as the ground truth counts them, labels as the generator makes them.
+    instance = prom_truth["prometheus"]["exporter_url"].removeprefix("http://")  # the `apps` target
+    values: dict[str, dict[str, set[str]]] = {}
+    for family in app_families(prom_truth["seed"]):
+        for s in family.series:
+            per = values.setdefault(s.name, {"job": {APP_JOB}, "instance": {instance}})
+            for k, v in s.labels:
+                per.setdefault(k, set()).add(v)
+    for metric, n in card["exporter_series_by_metric"].items():
+        got = snap.metric(metric)
+        assert got is not None and got.series == n, metric
+        assert got.labels == {k: len(v) for k, v in values[metric].items()}, metric
+        assert got.complete
+
+    # Sums are consistent, and the chunked counts equal one unchunked count at the same instant.
+    assert {m.metric: m.series for m in snap.metrics} == direct
+    assert snap.series_total == sum(direct.values()) <= snap.head_series
+    assert abs(sum(m.share for m in snap.metrics) - 1) < 1e-9
+    assert snap.head is not None and snap.head.num_series == snap.head_series
+    assert len(snap.top["seriesCountByMetricName"]) == 10
+    # Every scraped metric carries job; only recording-rule outputs (level:metric:ops) may have dropped it.
+    assert [m.metric for m in snap.metrics if "job" not in m.labels and ":" not in m.metric] == []
+
+
+# ---- a throwaway Prometheus with tricky label values -----------------------------------------------------
+
+TRICKY_VALUES = ('quote " and \\ backslash', "new\nline", "ünïcødé 😀", 'x{a="b"}', "plain")
+EXPOSITION_METRICS = ("tricky_a_total", "tricky_b_total", "tricky_c", "tricky_d", "tricky_e", "tricky_f")
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _exposition() -> tuple[bytes, list[dict[str, str]]]:
+    """6 metrics carry ``weird`` (5 values: per-value requests, values quoted into selectors); ``id`` has
+    more values than carriers (per-metric requests); ``const`` has one value."""
+    lines, series = [], []
+    for i, metric in enumerate(EXPOSITION_METRICS):
+        for j, value in enumerate(TRICKY_VALUES[: 2 + i % 4]):
+            for k in range(3 if i == 0 else 1):
+                labels = {"weird": value, "const": "1", "id": f"{j}-{k}"}
+                series.append({"__name__": metric, **labels})
+                body = ",".join(f'{n}="{_escape(v)}"' for n, v in labels.items())
+                lines.append(f"{metric}{{{body}}} {j + k}\n")
+    return "".join(lines).encode(), series
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def tricky_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    body, series = _exposition()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    tmp = tmp_path_factory.mktemp("tricky-prom")
+    port = _free_port()
+    config = tmp / "prometheus.yml"
+    config.write_text(yaml.safe_dump({"global": {"scrape_interval": "1s"}, "scrape_configs": [
+        {"job_name": "tricky", "static_configs": [{"targets": [f"127.0.0.1:{httpd.server_port}"]}]}]}))
+    run_dir = tmp / "run"
+    spawn("prometheus", ["/usr/bin/prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp / 'data'}",
+                         f"--web.listen-address=127.0.0.1:{port}", "--scrape.discovery-reload-interval=1s"],
+          run_dir, cwd=tmp)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/-/ready", timeout=60, name="prometheus", log=run_dir / "prometheus.log")
+        with _client(url) as client:
+            deadline = time.monotonic() + 30
+            while not client.query("count(tricky_a_total)") and time.monotonic() < deadline:
+                time.sleep(0.3)
+        yield url, series
+    finally:
+        stop("prometheus", run_dir)
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_tricky_label_values_round_trip(tricky_prometheus: Any) -> None:
+    url, series = tricky_prometheus
+    with _client(url) as client:
+        snap = collect_series_by_metric(client, "tricky", datetime.now(tz=UTC), workers=2)
+        # The per-value requests put each tricky value into a selector: PromQL agrees on each.
+        for value in TRICKY_VALUES:
+            n = client.query(f"count({{weird={quote(value)}}})")
+            assert int(float(n[0]["value"][1])) == sum(1 for s in series if s["weird"] == value)
+    want = Counter(s["__name__"] for s in series)
+    for metric in EXPOSITION_METRICS:
+        got = snap.metric(metric)
+        mine = [s for s in series if s["__name__"] == metric]
+        assert got is not None and got.series == want[metric]
+        assert got.labels == {"const": 1, "id": len({s["id"] for s in mine}), "weird": len({s["weird"] for s in mine}),
+                              "instance": 1, "job": 1}, metric
+    assert snap.metric("up").labels == {"instance": 1, "job": 1}
+    assert snap.metric("up").series == 1 and snap.metric("scrape_samples_scraped").series == 1
