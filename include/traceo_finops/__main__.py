@@ -36,20 +36,27 @@ def summary() -> int:
         print(f"    {store.dataset_uri(name)}/report_date=*/part-0.parquet")
         for line in _highlights(name, table):
             print(f"    {line}")
-    print("Query them with DuckDB, e.g.:\n"
-          f"  duckdb -c \"SELECT * FROM read_parquet('{cfg.report_root_uri}/cardinality/*/*.parquet', "
-          "hive_partitioning=true) ORDER BY series DESC LIMIT 10\"")
+    print("Query them with DuckDB (the duckdb Python package is in .venv), e.g.:\n"
+          f"  .venv/bin/python -c \"import duckdb; duckdb.sql(\\\"SELECT metric, series, suggestion, "
+          f"monthly_saving_usd FROM read_parquet('{cfg.report_root_uri}/cardinality/*/*.parquet', "
+          "hive_partitioning=true) ORDER BY series DESC LIMIT 10\\\").show()\"")
     return 0
 
 
 def _highlights(name: str, table) -> list[str]:  # type: ignore[no-untyped-def]
-    if name == "cardinality" and table.num_rows:
-        rows = sorted(table.select(["metric", "series", "monthly_cost_usd"]).to_pylist(), key=lambda r: -r["series"])
-        total = sum(r["series"] for r in rows)
-        cost = sum(r["monthly_cost_usd"] for r in rows)
-        top = ", ".join(f"{r['metric']} ({r['series']})" for r in rows[:3])
-        return [f"{total} series, ${cost:,.2f}/month; top: {top}"]
-    return []
+    """One line of totals: series for cardinality, and every dollar column summed."""
+    if not table.num_rows:
+        return []
+    parts = []
+    if name == "cardinality":
+        rows = sorted(table.select(["metric", "series"]).to_pylist(), key=lambda r: -r["series"])
+        parts.append(f"{sum(r['series'] for r in rows):,} series; top: "
+                     + ", ".join(f"{r['metric']} ({r['series']:,})" for r in rows[:3]))
+    for col in table.column_names:
+        if col.endswith("_usd") and ("saving" in col or col == "monthly_cost_usd"):
+            total = sum(v for v in table.column(col).to_pylist() if v is not None)
+            parts.append(f"{col} = ${total:,.2f}")
+    return ["; ".join(parts)] if parts else []
 
 
 def main(argv: list[str] | None = None) -> int:
