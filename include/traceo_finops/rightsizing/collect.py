@@ -1,0 +1,544 @@
+"""Talk to Prometheus/Mimir: plan the namespace batches, then discover and measure one batch.
+
+:func:`plan` checks that the source has kube-state-metrics and cAdvisor, detects the scrape interval,
+chooses the resolution and packs namespaces into batches that stay under the server's limits.
+:func:`collect_batch` runs the batch's kube-state-metrics discovery (pod → ReplicaSet → Deployment /
+StatefulSet / DaemonSet / Job / CronJob / bare pod, requests, limits, restarts, OOM kills, replicas, HPAs)
+and its usage statistics, all as instant queries at the window end, and returns mergeable
+:class:`~traceo_finops.rightsizing.model.ContainerUsage` pieces. A query the server times out on or refuses
+as too big (``--query.timeout``, ``--query.max-samples``, Mimir's limits) is split in two and retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from traceo_finops.prometheus import (
+    PrometheusAuthError,
+    PrometheusBadResponse,
+    PrometheusClient,
+    PrometheusError,
+    PrometheusHTTPError,
+    PrometheusUnavailable,
+    SourceSpec,
+    quote,
+)
+from traceo_finops.rightsizing import queries as q
+from traceo_finops.rightsizing.errors import MissingMetricError, RightsizingError
+from traceo_finops.rightsizing.model import (
+    POD,
+    REPLICA_LABELS,
+    REPLICASET,
+    ContainerUsage,
+    WorkloadInfo,
+)
+
+log = logging.getLogger(__name__)
+
+Series = list[dict[str, Any]]
+BACKOFF_SECONDS = 1.0
+
+
+# ---- running queries ------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunStats:
+    """What it took: queries sent, batches split, retries, and answers that were timeouts or refusals."""
+
+    queries: int = 0
+    splits: int = 0
+    retries: int = 0
+    timeouts: int = 0
+    refused: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **counts: int) -> None:
+        with self.lock:
+            for k, v in counts.items():
+                setattr(self, k, getattr(self, k) + v)
+
+    def as_dict(self) -> dict[str, int]:
+        return {"queries": self.queries, "splits": self.splits, "retries": self.retries,
+                "timeouts": self.timeouts, "refused": self.refused}
+
+
+def classify(exc: PrometheusError) -> str:
+    """What to do about a failed query.
+
+    ``timeout`` and ``refused`` (too slow, too big: smaller pieces may pass) split the batch; ``retry`` is for
+    transient failures; ``fatal`` for the rest (bad query, 401/403: a wrong tenant stays wrong).
+    """
+    text = str(exc).lower()
+    if isinstance(exc, PrometheusAuthError):
+        return "fatal"
+    if isinstance(exc, PrometheusUnavailable):
+        return "timeout" if "timed out" in text else "retry"
+    if isinstance(exc, PrometheusHTTPError):
+        if exc.status == 504 or (exc.status == 503 and ("timeout" in text or "timed out" in text)):
+            return "timeout"  # Prometheus: 503 errorType timeout; a gateway: 504
+        if exc.status == 422:
+            return "refused"  # Prometheus: too many samples; Mimir: its per-query limits
+        if exc.status in (429, 500, 502, 503):
+            return "retry"
+        return "fatal"
+    if isinstance(exc, PrometheusBadResponse):
+        return "retry"
+    return "fatal"
+
+
+class QueryRunner:
+    """Instant queries at one time, ``concurrency`` at a time, with split-and-retry per batch.
+
+    The HTTP layer's own retries are switched off (``retries=0``): a query the server timed out on would
+    only time out again, so it is split here instead; transient failures are retried here with backoff.
+    """
+
+    def __init__(self, spec: SourceSpec, at: datetime | float, concurrency: int = 2, retries: int | None = None,
+                 history_seconds: float | None = None, sleep: Callable[[float], None] = time.sleep):
+        """``history_seconds``: lets a namespace batch be cut into pod batches (its pods are listed over it)."""
+        self.spec = spec.model_copy(update={"retries": 0})
+        self.at = at
+        self.concurrency = concurrency
+        self.retries = spec.retries if retries is None else retries
+        self.history_seconds = history_seconds
+        self.stats = RunStats()
+        self._local = threading.local()
+        self._clients: list[PrometheusClient] = []
+        self._pods_cache: dict[str, tuple[str, ...]] = {}
+        self._pods_lock = threading.Lock()
+        self._sleep = sleep
+
+    def client(self) -> PrometheusClient:
+        c = getattr(self._local, "client", None)
+        if c is None:
+            c = self._local.client = PrometheusClient(self.spec)
+            self._clients.append(c)
+        return c
+
+    def close(self) -> None:
+        for c in self._clients:
+            c.close()
+
+    def __enter__(self) -> QueryRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def query(self, promql: str) -> Series:
+        """One query, retried on transient failures (not split)."""
+        attempt = 0
+        while True:
+            self.stats.add(queries=1)
+            try:
+                return self.client().query(promql, time=self.at)
+            except PrometheusError as exc:
+                if classify(exc) == "fatal" or attempt >= self.retries:
+                    raise
+                attempt += 1
+                self.stats.add(retries=1)
+                log.info("retrying after: %s", exc)
+                self._sleep(BACKOFF_SECONDS * 2 ** (attempt - 1))
+
+    def batch_query(self, build: Callable[[q.Batch], str], batch: q.Batch) -> Series:
+        """``build(batch)``; when the server gives up on it, the same for each half, and so on down to a pod."""
+        attempt = 0
+        while True:
+            self.stats.add(queries=1)
+            try:
+                return self.client().query(build(batch), time=self.at)
+            except PrometheusError as exc:
+                verdict = classify(exc)
+                if verdict == "fatal":
+                    raise
+                if verdict in ("timeout", "refused"):
+                    self.stats.add(timeouts=int(verdict == "timeout"), refused=int(verdict == "refused"))
+                    halves = self._halves(batch)
+                    if halves is not None:
+                        self.stats.add(splits=1)
+                        log.info("batch %s: %s; splitting it into %s and %s", batch.label, _short(exc),
+                                 halves[0].label, halves[1].label)
+                        return self.batch_query(build, halves[0]) + self.batch_query(build, halves[1])
+                if attempt >= self.retries or verdict == "refused":  # refused once, refused again
+                    raise RightsizingError(f"batch {batch.label}: the server keeps failing on a query that "
+                                           f"cannot be split further: {exc}") from exc
+                attempt += 1
+                self.stats.add(retries=1)
+                self._sleep(BACKOFF_SECONDS * 2 ** (attempt - 1))
+
+    def _halves(self, batch: q.Batch) -> tuple[q.Batch, q.Batch] | None:
+        halves = batch.split()
+        if halves is None and not batch.pods and self.history_seconds:
+            pods = self.pods_of(batch.namespaces[0])
+            if len(pods) > 1:
+                halves = q.Batch(batch.namespaces, pods, batch.series).split()
+        return halves
+
+    def pods_of(self, namespace: str) -> tuple[str, ...]:
+        """The pods with container series in ``namespace`` over the history (listed once)."""
+        with self._pods_lock:
+            if namespace not in self._pods_cache:
+                result = self.query(q.series_by_pod(namespace, self.history_seconds or 3600))
+                self._pods_cache[namespace] = tuple(sorted(s["metric"]["pod"] for s in result
+                                                           if (s.get("metric") or {}).get("pod")))
+            return self._pods_cache[namespace]
+
+    def run_all(self, jobs: dict[str, Callable[[], Series]]) -> dict[str, Series]:
+        """Run named query jobs ``concurrency`` at a time; the first failure propagates."""
+        if self.concurrency <= 1 or len(jobs) <= 1:
+            return {name: job() for name, job in jobs.items()}
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="rightsizing") as pool:
+            futures = {name: pool.submit(job) for name, job in jobs.items()}
+            return {name: f.result() for name, f in futures.items()}
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    return text if len(text) < 160 else text[:157] + "…"
+
+
+def _value(sample: dict[str, Any]) -> float | None:
+    """The sample's value, None when it is NaN, ±Inf or unreadable."""
+    try:
+        v = float(sample["value"][1])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+# ---- plan -----------------------------------------------------------------------------------------------
+
+
+def check_metrics(client: PrometheusClient, required: dict[str, str] | None = None) -> None:
+    """Raise :class:`MissingMetricError` naming every required metric the source has no series of."""
+    required = required or q.REQUIRED_METRICS
+    names = set(client.label_values("__name__", match="{__name__=~" + quote("|".join(required)) + "}"))
+    missing = [m for m in required if m not in names]
+    if missing:
+        what = "; ".join(f"{m} ({required[m]})" for m in missing)
+        tenant = f" tenant {client.spec.tenant!r}" if client.spec.tenant else ""
+        raise MissingMetricError(
+            f"source {client.spec.name!r}{tenant}: missing metric{'s' if len(missing) > 1 else ''} {what}. "
+            "Right-sizing reads kube-state-metrics and cAdvisor from the source: check that both are scraped "
+            "(and, on Mimir, that this is the tenant they are written to).", missing)
+
+
+def detect_scrape_interval(runner: QueryRunner, namespaces: str) -> int | None:
+    result = runner.query(q.samples_last_hour(namespaces))
+    value = _value(result[0]) if result else None
+    return q.nearest_scrape_interval(value) if value else None
+
+
+@dataclass(frozen=True)
+class Plan:
+    resolution: q.Resolution
+    batches: list[q.Batch]
+    series: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"resolution": self.resolution.as_dict(), "batches": [b.as_dict() for b in self.batches],
+                "series": self.series}
+
+
+def plan(spec: SourceSpec, at: datetime, history_seconds: float, *, rate_window: float, max_points: int,
+         max_samples_per_query: int, namespaces: str = ".+") -> Plan:
+    """Check the source, choose the resolution and cut the namespaces into batches."""
+    with PrometheusClient(spec) as client:
+        check_metrics(client)
+    with QueryRunner(spec, at, concurrency=1) as runner:
+        scrape = detect_scrape_interval(runner, namespaces)
+        res = q.choose_resolution(history_seconds, rate_window, scrape, max_points)
+        counts: dict[str, int] = {}
+        for sample in runner.query(q.series_by_namespace(namespaces, res)):
+            ns, n = sample.get("metric", {}).get("namespace"), _value(sample)
+            if ns and n:
+                counts[ns] = int(n)
+        budget = q.series_budget(max_samples_per_query, res.points)
+
+        def pods_of(ns: str) -> dict[str, int]:
+            return {s["metric"]["pod"]: int(_value(s) or 1)
+                    for s in runner.query(q.series_by_pod(ns, res.history_seconds)) if s.get("metric", {}).get("pod")}
+
+        batches = q.pack_batches(counts, budget, pods_of)
+    log.info("source %s: %d container series in %d namespaces → %d batches (≤ %d series each); scrape "
+             "interval %s, step %ss, rate window %ss, %d points", spec.name, sum(counts.values()), len(counts),
+             len(batches), budget, f"{scrape}s" if scrape else "unknown", res.step, res.rate_window, res.points)
+    return Plan(res, batches, sum(counts.values()))
+
+
+# ---- one batch --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BatchResult:
+    containers: list[ContainerUsage]
+    workloads: list[WorkloadInfo]
+    skipped: dict[str, int]
+    stats: dict[str, int]
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"containers": [c.as_dict() for c in self.containers],
+                "workloads": [w.as_dict() for w in self.workloads],
+                "skipped": self.skipped, "stats": self.stats, "seconds": round(self.seconds, 3)}
+
+
+def collect_batch(spec: SourceSpec, batch: q.Batch, res: q.Resolution, at: datetime, *,
+                  cpu_percentile: float = 0.95, concurrency: int = 2,
+                  runner: QueryRunner | None = None) -> BatchResult:
+    """Discovery and usage of one batch; every answer is one number per pod, container or workload."""
+    t0 = time.monotonic()
+    own = runner is None
+    runner = runner or QueryRunner(spec, at, concurrency, history_seconds=res.history_seconds)
+    try:
+        quantiles = sorted({*q.CPU_QUANTILES, cpu_percentile})
+        jobs: dict[str, Callable[[], Series]] = {}
+        for usage in q.usage_queries(batch, res, quantiles, cpu_percentile):
+            jobs[usage.stat] = _usage_job(runner, batch, usage.stat, res, quantiles, cpu_percentile)
+        for name in q.discovery_queries(batch, res):
+            jobs[name] = _discovery_job(runner, batch, name, res)
+        answers = runner.run_all(jobs)  # the heavy usage queries first: the light ones fill the gaps at the end
+        skipped: Counter[str] = Counter()
+        usage = _usage_by_container(answers, quantiles, skipped)
+        _refill_memory_peaks(runner, usage, res, skipped)
+        pods = _Pods(answers, res, skipped)
+        _requests_of_gone_workloads(runner, answers, pods, usage, res)
+        containers, workloads = _assemble(answers, usage, pods, res, skipped)
+    finally:
+        if own:
+            runner.close()
+    if skipped:
+        log.info("batch %s: skipped %s", batch.label, dict(skipped))
+    return BatchResult(containers, workloads, dict(skipped), runner.stats.as_dict(), time.monotonic() - t0)
+
+
+def _usage_job(runner: QueryRunner, batch: q.Batch, stat: str, res: q.Resolution, quantiles: Sequence[float],
+               chosen: float) -> Callable[[], Series]:
+    def build(b: q.Batch) -> str:
+        return next(u.promql for u in q.usage_queries(b, res, quantiles, chosen) if u.stat == stat)
+
+    return lambda: runner.batch_query(build, batch)
+
+
+def _discovery_job(runner: QueryRunner, batch: q.Batch, name: str, res: q.Resolution) -> Callable[[], Series]:
+    return lambda: runner.batch_query(lambda b: q.discovery_queries(b, res)[name], batch)
+
+
+# ---- turning answers into containers ------------------------------------------------------------------------
+
+PodKey = tuple[str, str]
+ContainerKey = tuple[str, str, str]
+
+
+def _labels(sample: dict[str, Any], *names: str) -> tuple[str, ...] | None:
+    metric = sample.get("metric") or {}
+    values = tuple(metric.get(n) or "" for n in names)
+    return None if "" in values else values
+
+
+def _usage_by_container(answers: dict[str, Series], quantiles: Sequence[float],
+                        skipped: Counter[str]) -> dict[ContainerKey, dict[str, float]]:
+    stats = [f"cpu_{q.quantile_key(x)}" for x in quantiles] + ["cpu_max", "cpu_samples", "memory_peak",
+                                                                "memory_p99"]
+    out: dict[ContainerKey, dict[str, float]] = defaultdict(dict)
+    for stat in stats:
+        for sample in answers.get(stat, []):
+            key = _labels(sample, "namespace", "pod", "container")
+            if key is None:
+                skipped["usage series without namespace/pod/container"] += 1
+                continue
+            value = _value(sample)
+            if value is None:
+                skipped[f"{stat} NaN/Inf"] += 1
+                if stat == "memory_peak":
+                    out[key]["memory_peak_invalid"] = 1.0  # type: ignore[index]
+                continue
+            prev = out[key].get(stat)  # type: ignore[index]
+            # The same container scraped twice (two cAdvisor jobs) is one container: keep the larger figure.
+            out[key][stat] = value if prev is None else max(prev, value)  # type: ignore[index]
+    return out
+
+
+def _refill_memory_peaks(runner: QueryRunner, usage: dict[ContainerKey, dict[str, float]], res: q.Resolution,
+                         skipped: Counter[str]) -> None:
+    """Containers whose raw working-set peak came back NaN/Inf: read the peak again without those samples."""
+    bad: dict[str, list[str]] = defaultdict(list)
+    for (ns, pod, _), stats in usage.items():
+        if stats.pop("memory_peak_invalid", None) is not None and pod not in bad[ns]:
+            bad[ns].append(pod)
+    for ns, pods in bad.items():
+        # At the scrape resolution if the server lets us, else coarser (a refused query is cut by pods first).
+        for step in sorted({res.scrape_interval or 60, 2 * (res.scrape_interval or 60), res.step}):
+            try:
+                answer = runner.batch_query(lambda b, st=step: q.memory_peak_filtered(b.namespaces[0], b.pods, res, st),
+                                            q.Batch((ns,), tuple(pods)))
+                break
+            except RightsizingError as exc:
+                log.info("re-reading memory peaks at %ss failed (%s); trying coarser", step, _short(exc))
+        else:
+            skipped["memory_peak unreadable (NaN/Inf samples)"] += len(pods)
+            continue
+        for sample in answer:
+            key = _labels(sample, "namespace", "pod", "container")
+            value = _value(sample)
+            if key is not None and value is not None:
+                prev = usage[key].get("memory_peak")
+                usage[key]["memory_peak"] = value if prev is None else max(prev, value)
+                skipped["memory_peak re-read without NaN/Inf"] += 1
+
+
+class _Pods:
+    """Pod → owner → workload, each pod's lifetime in the window and whether it exists at the end."""
+
+    def __init__(self, answers: dict[str, Series], res: q.Resolution, skipped: Counter[str]) -> None:
+        scrape = res.scrape_interval or 60
+        self.owners: dict[PodKey, tuple[str, str, bool]] = {}
+        self.lifetime: dict[PodKey, float] = {}
+        self.alive: set[PodKey] = set()
+        for name in ("pod_samples", "pod_alive"):
+            for s in answers.get(name, []):
+                key = _labels(s, "namespace", "pod")
+                value = _value(s)
+                if key is None or value is None:
+                    skipped["kube_pod_owner series without namespace/pod"] += int(name == "pod_samples")
+                    continue
+                if name == "pod_samples":
+                    self.lifetime[key] = max(self.lifetime.get(key, 0.0), min(value * scrape, res.history_seconds))
+                else:
+                    self.alive.add(key)
+                m = s["metric"]
+                kind, owner = m.get("owner_kind") or "", m.get("owner_name") or ""
+                controller = m.get("owner_is_controller", "true") == "true"
+                if key not in self.owners or (controller and not self.owners[key][2]):
+                    self.owners[key] = (kind, owner, controller)
+        self.rs_owner = self._owners(answers.get("replicaset_owner", []), "replicaset")
+        self.job_owner = self._owners(answers.get("job_owner", []), "job_name")
+
+    @staticmethod
+    def _owners(series: Series, label: str) -> dict[PodKey, tuple[str, str]]:
+        out: dict[PodKey, tuple[str, str]] = {}
+        for s in series:
+            key = _labels(s, "namespace", label)
+            kind_name = _labels(s, "owner_kind", "owner_name")
+            if key is not None and kind_name is not None and kind_name[0] != "<none>":
+                out[key] = (kind_name[0], kind_name[1])
+        return out
+
+    def workload_of(self, ns: str, pod: str) -> tuple[str, str]:
+        kind, owner, _ = self.owners.get((ns, pod), ("", "", False))
+        if not kind or kind == "<none>" or not owner or owner == "<none>":
+            return POD, pod
+        if kind == REPLICASET:
+            return self.rs_owner.get((ns, owner), (REPLICASET, owner))
+        if kind == "Job":
+            return self.job_owner.get((ns, owner), ("Job", owner))
+        return kind, owner
+
+
+def _requests_of_gone_workloads(runner: QueryRunner, answers: dict[str, Series], pods: _Pods,
+                                usage: dict[ContainerKey, dict[str, float]], res: q.Resolution) -> None:
+    """Requests are read for the pods running at the end (a short range: cheap). A workload none of whose pods
+    runs at the end (a finished Job whose pods are gone, a scaled-down workload) gets its pods' last requests
+    over the whole window instead."""
+    workload_pods: dict[tuple[str, str, str], list[str]] = defaultdict(list)
+    for ns, pod in set(pods.lifetime) | {(k[0], k[1]) for k in usage}:
+        workload_pods[(ns, *pods.workload_of(ns, pod))].append(pod)
+    gone: dict[str, set[str]] = defaultdict(set)
+    for (ns, _, _), members in workload_pods.items():
+        if not any((ns, p) in pods.alive for p in members):
+            gone[ns].update(members)
+    for ns, members in sorted(gone.items()):
+        batch = q.Batch((ns,), tuple(sorted(members)))
+        for name in ("requests", "limits"):
+            answers[name] = answers.get(name, []) + runner.batch_query(
+                lambda b, n=name: q.resources_over_window(n, b, res), batch)
+
+
+def _assemble(answers: dict[str, Series], usage: dict[ContainerKey, dict[str, float]], pods: _Pods,
+              res: q.Resolution, skipped: Counter[str]) -> tuple[list[ContainerUsage], list[WorkloadInfo]]:
+    scrape = res.scrape_interval or 60
+    lifetime, alive, job_owner, workload_of = pods.lifetime, pods.alive, pods.job_owner, pods.workload_of
+
+    # requests, limits, restarts, OOM kills per container
+    resources: dict[ContainerKey, dict[str, float]] = defaultdict(dict)
+    for answer, prefix in (("requests", "request"), ("limits", "limit")):
+        for s in answers.get(answer, []):
+            key = _labels(s, "namespace", "pod", "container")
+            resource = (s.get("metric") or {}).get("resource")
+            value = _value(s)
+            if key is None or value is None:
+                skipped[f"kube_pod_container_resource_{answer} without labels or value"] += 1
+                continue
+            if resource in ("cpu", "memory"):
+                resources[key][f"{resource}_{prefix}"] = value
+    restarts = {k: v for s in answers.get("restarts", [])
+                if (k := _labels(s, "namespace", "pod", "container")) and (v := _value(s)) is not None}
+    oom = {k for s in answers.get("oom_killed", []) if (k := _labels(s, "namespace", "pod", "container"))}
+
+    keys = set(usage) | set(resources)
+    pieces: dict[tuple[str, str, str, str], ContainerUsage] = {}
+    for ns, pod, container in sorted(keys):
+        kind, name = workload_of(ns, pod)
+        stats = usage.get((ns, pod, container), {})
+        res_ = resources.get((ns, pod, container), {})
+        points = int(stats.get("cpu_samples", 0))
+        life = lifetime.get((ns, pod))
+        if life is None and points:
+            # A pod kube-state-metrics never saw: its samples tell how long it lived.
+            skipped["pods without kube_pod_owner (lifetime from their samples)"] += 1
+            life = points * scrape
+        is_alive = (ns, pod) in alive or ((ns, pod) not in lifetime and bool(points))
+        oom_here = (ns, pod, container) in oom
+        piece = ContainerUsage(
+            ns, kind, name, container, pods=[pod], alive_pods=int(is_alive),
+            cpu={k[4:]: v for k, v in stats.items() if k.startswith("cpu_") and k != "cpu_samples"},
+            cpu_samples=points, expected_samples=max((life or 0.0) / scrape, float(points)),
+            pod_seconds=life or 0.0, memory_peak=stats.get("memory_peak"), memory_p99=stats.get("memory_p99"),
+            cpu_request=res_.get("cpu_request"), cpu_limit=res_.get("cpu_limit"),
+            memory_request=res_.get("memory_request"), memory_limit=res_.get("memory_limit"),
+            requests_alive=is_alive, restarts=round(restarts.get((ns, pod, container), 0)),
+            oom_killed=oom_here, last_oom_limit=res_.get("memory_limit") if oom_here else None)
+        if piece.key in pieces:
+            pieces[piece.key].absorb(piece)
+        else:
+            pieces[piece.key] = piece
+
+    workloads: dict[tuple[str, str, str], WorkloadInfo] = {}
+
+    def info(ns: str, kind: str, name: str) -> WorkloadInfo:
+        return workloads.setdefault((ns, kind, name), WorkloadInfo(ns, kind, name))
+
+    for answer, attr in (("replicas_now", "replicas"), ("replicas_avg", "avg_replicas")):
+        for s in answers.get(answer, []):
+            metric = s.get("metric") or {}
+            value = _value(s)
+            label = next((lbl for lbl in REPLICA_LABELS if metric.get(lbl)), None)
+            if label is None or value is None or not metric.get("namespace"):
+                continue
+            ns, kind, name = metric["namespace"], REPLICA_LABELS[label], metric[label]
+            if kind == "Job" and (ns, name) in job_owner:  # a CronJob's jobs add up
+                kind, name = job_owner[(ns, name)]
+                w = info(ns, kind, name)
+                setattr(w, attr, (getattr(w, attr) or 0) + value)
+                continue
+            setattr(info(ns, kind, name), attr, value)
+    for w in workloads.values():
+        if w.replicas is not None:
+            w.replicas = round(w.replicas)
+    for s in answers.get("hpa", []):
+        target = _labels(s, "namespace", "scaletargetref_kind", "scaletargetref_name")
+        hpa = (s.get("metric") or {}).get("horizontalpodautoscaler")
+        if target is not None:
+            info(*target).hpa = hpa or target[2]
+    return sorted(pieces.values(), key=lambda c: c.key), sorted(workloads.values(), key=lambda w: w.key)
+
