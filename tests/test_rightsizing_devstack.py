@@ -185,8 +185,9 @@ def test_the_observability_stack_is_sized_from_its_own_metrics(devstack: dict[st
     [proc] = containers
     assert (proc.kind, proc.name, proc.container) == ("Process", "prometheus", devstack["DEVSTACK_PROM_URL"][7:])
     with QueryRunner(spec, end) as runner:
+        # Read at the same subquery steps as the sizing, so both see the same instants.
         [inuse] = runner.query(f'max_over_time(go_memstats_heap_inuse_bytes{{job="prometheus"}}'
-                               f'[{int((end - start).total_seconds())}s])')
+                               f'[{res.history_seconds}s:{res.step}s])')
     assert proc.memory_peak >= float(inuse["value"][1])  # the Go runtime's need covers its live heap
     assert 0 < proc.cpu["p95"] <= proc.cpu["max"]
     report, _ = rows("devstack", "", containers, {w.key: w for w in workloads}, Policy(min_history_days=0),
