@@ -327,6 +327,23 @@ def _format_errors(exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def read_yaml_mapping(path: Path, what: str, error: type[Exception], missing_hint: str = "") -> dict[str, Any]:
+    """A YAML file that must hold a mapping; ``error`` names ``what`` and ``path`` for every problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{what} {path} does not exist{missing_hint}") from None
+    except OSError as exc:
+        raise error(f"{what} {path} cannot be read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise error(f"{what} {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise error(f"{what} {path} must be a YAML mapping, got {type(data).__name__}")
+    return data
+
+
 def config_path() -> Path:
     """The configuration file in force: env ``FINOPS_CONFIG`` or the project default."""
     return Path(os.environ.get("FINOPS_CONFIG") or DEFAULT_CONFIG_PATH)
@@ -335,18 +352,7 @@ def config_path() -> Path:
 def load_config(path: str | Path | None = None) -> FinopsConfig:
     """Read, validate and return the configuration; env ``FINOPS_REPORT_ROOT`` wins over the file."""
     path = Path(path) if path else config_path()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"configuration file {path} does not exist (set FINOPS_CONFIG or create it)") from None
-    except OSError as exc:
-        raise ConfigError(f"configuration file {path} cannot be read: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"configuration file {path} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"configuration file {path} must be a YAML mapping, got {type(data).__name__}")
+    data = read_yaml_mapping(path, "configuration file", ConfigError, " (set FINOPS_CONFIG or create it)")
     if os.environ.get("FINOPS_REPORT_ROOT"):
         data["report_root"] = os.environ["FINOPS_REPORT_ROOT"]
     try:

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
-import yaml
+from traceo_finops.config import read_yaml_mapping
 
 DEFAULT_PRICING_DIR = Path(__file__).resolve().parents[2] / "include" / "pricing"
 DEFAULT_PROFILE = "aws-us-east-1"
@@ -398,17 +398,7 @@ def _check_values(file: Path, values: Mapping[str, float], what: str) -> None:
 
 
 def _read(file: Path) -> dict[str, Any]:
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PricingError(f"price table {file} cannot be read: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise PricingError(f"price table {file} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise PricingError(f"price table {file} must be a YAML mapping")
-    return data
+    return read_yaml_mapping(file, "price table", PricingError)
 
 
 def available_profiles(pricing_dir: str | Path | None = None) -> tuple[str, ...]:
