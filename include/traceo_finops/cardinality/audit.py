@@ -15,6 +15,7 @@ from traceo_finops.cardinality.collect import CENSUS_MARK, is_census_query
 from traceo_finops.cardinality.report import UNATTRIBUTED
 from traceo_finops.cardinality.suggest import (
     DEFAULT_PROTECTED_LABELS,
+    CountAfter,
     MetricCensus,
     Suggestion,
     Verdict,
@@ -106,14 +107,13 @@ class AuditRows:
     labels: list[dict[str, Any]] = field(default_factory=list)
     showback: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
-    verdicts_by_job: dict[str, list[Verdict]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {"cardinality": self.cardinality, "labels": self.labels, "showback": self.showback,
                 "errors": self.errors}
 
 
-def audit_rows(source: str, tenant: str, census: Sequence[MetricCensus], index: UsageIndex, count_after: Any,
+def audit_rows(source: str, tenant: str, census: Sequence[MetricCensus], index: UsageIndex, count_after: CountAfter,
                usd_per_1k_series_month: float, window: dict[str, Any],
                protected: frozenset[str] = DEFAULT_PROTECTED_LABELS) -> tuple[AuditRows, list[Verdict]]:
     """Verdict and report rows for every metric of one source/tenant."""
@@ -193,9 +193,8 @@ def audit_source(client: PrometheusClient, source: str, tenant: str, start: date
                          rules_api=settings.rules_api)
     index = build_usage_index(client, inputs, start, end, root, tenant)
     protected = frozenset(settings.protected_labels)
-    counter = ServerCounter(client, end)
     rows, verdicts = audit_rows(source, tenant, snapshot.metrics, index,
-                                lambda m, kept: counter(m, kept), usd_per_1k_series_month, window,
+                                ServerCounter(client, end), usd_per_1k_series_month, window,
                                 protected=protected)
     rows.showback = showback_rows(source, tenant, settings.owner_label,
                                   owner_counts(client, settings.owner_label, end), usd_per_1k_series_month, window)
