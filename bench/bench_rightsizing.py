@@ -94,6 +94,12 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _cpu_self() -> float:
+    """This process' own CPU seconds (user + system): the client's share of the two cores."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 # ---- the three methods (each runs in a child process) -------------------------------------------------------
 
 def run_ours(url: str, meta: dict[str, Any]) -> dict[str, Any]:
@@ -277,7 +283,7 @@ def worker(method: str, url: str, meta_path: str, out_path: str) -> None:
     mem_ok = [abs(result["memory_peak"][k] / t["memory_max"] - 1) < 1e-6 for k, t in truth.items()
               if result["memory_peak"].get(k)]
     result.update(p95=None, memory_peak=None, wire_bytes=Wire.wire, json_bytes=Wire.decoded, requests=Wire.requests,
-                  peak_rss_mib=round(_peak_rss_mib(), 1),
+                  peak_rss_mib=round(_peak_rss_mib(), 1), client_cpu_seconds=round(_cpu_self(), 1),
                   accuracy={"containers_checked": len(ratios),
                             "cpu_p95_vs_truth_median": round(float(np.median(ratios)), 4) if ratios else None,
                             "cpu_p95_vs_truth_min_max": [round(min(ratios), 4), round(max(ratios), 4)] if ratios

@@ -249,7 +249,9 @@ def test_nan_and_inf_samples_are_left_out(sized: dict[str, Any]) -> None:
     nan = sized["rows"][("Deployment", "nan", "app")]
     assert nan["memory_peak"] == 210 * MIB  # the raw max was +Inf: re-read without NaN/Inf
     assert nan["cpu_p95"] == pytest.approx(0.2) and nan["cpu_max"] == pytest.approx(0.2)
-    assert nan["memory_p99"] == 200 * MIB
+    # NaN sorts first and +Inf last in quantile_over_time: under 1 % of them cannot carry the p99 off the real
+    # samples (200Mi, two of 210Mi); which real sample it lands on depends on the steps it is read at.
+    assert 200 * MIB <= nan["memory_p99"] <= 210 * MIB
     skipped = {k: v for r in sized["results"] for k, v in r.skipped.items()}
     assert skipped["memory_peak NaN/Inf"] == 1 and skipped["memory_peak re-read without NaN/Inf"] == 1
     # The report of all this passes its Great Expectations gate.

@@ -78,15 +78,27 @@ def test_every_query_parses_and_reads_no_raw_samples_back() -> None:
                                        "cpu_samples", "memory_peak", "memory_p99"]
     texts = [u.promql for u in usage] + list(q.discovery_queries(batch, res).values())
     texts += [u.promql for u in q.stack_queries(["prometheus", "mimir-.*"], res)]
-    texts += [q.series_by_namespace(".+", res), q.series_by_pod("shop", res.history_seconds), q.samples_last_hour(".+"),
-              q.memory_peak_filtered("shop", ["a", "b"], res)]
+    texts += [q.container_series(".+"), q.samples_last_hour(".+"), q.memory_peak_filtered("shop", ["a", "b"], res),
+              q.restarts_of_pods(q.Batch(("shop",), ("a", "b")), res), *q.discovery_series(batch).values()]
     for text in texts:
         # Every answer is an instant vector: one value per series, never a range of raw samples.
         assert not _returns_a_range(promql_parser.parse(text)), text
     cpu = usage[3].promql
-    assert cpu == ('quantile_over_time(0.95, (rate(container_cpu_usage_seconds_total{namespace=~"shop|pay",'
-                   'container!="",container!="POD",pod!=""}[300s]))[1209600s:300s])')
-    assert "max by" not in cpu  # no aggregation inside a subquery: it costs 4x the rate itself
+    assert cpu == ('max by (namespace, pod, container) (quantile_over_time(0.95, (rate(container_cpu_usage_seconds_'
+                   'total{namespace=~"shop|pay",container!="",container!="POD",pod!=""}[300s]))[1209600s:300s]))')
+    for u in usage:
+        # One answer per container, merged outside the subquery: an aggregation inside costs 4x the rate itself.
+        top = promql_parser.parse(u.promql)
+        assert isinstance(top, promql_parser.AggregateExpr) and str(top.modifier) == "by (namespace, pod, container)"
+        assert not _has_aggregation(top.expr), u.promql
+
+
+def _has_aggregation(expr: object) -> bool:
+    if isinstance(expr, promql_parser.AggregateExpr):
+        return True
+    children = [getattr(expr, name) for name in ("expr", "lhs", "rhs") if hasattr(expr, name)]
+    children += list(getattr(expr, "args", None) or [])
+    return any(_has_aggregation(c) for c in children)
 
 
 def _returns_a_range(expr: object) -> bool:

@@ -136,12 +136,15 @@ class QueryRunner:
         self.close()
 
     def query(self, promql: str) -> Series:
-        """One query, retried on transient failures (not split)."""
+        """One query, retried on transient failures and timeouts (not split)."""
+        return self._retrying(lambda: self.client().query(promql, time=self.at))
+
+    def _retrying(self, call: Callable[[], Any]) -> Any:
         attempt = 0
         while True:
             self.stats.add(queries=1)
             try:
-                return self.client().query(promql, time=self.at)
+                return call()
             except PrometheusError as exc:
                 if classify(exc) == "fatal" or attempt >= self.retries:
                     raise
@@ -150,12 +153,19 @@ class QueryRunner:
                 log.info("retrying after: %s", exc)
                 self._sleep(BACKOFF_SECONDS * 2 ** (attempt - 1))
 
-    def batch_query(self, build: Callable[[q.Batch], str], batch: q.Batch) -> Series:
-        """``build(batch)``; when the server gives up on it, the same for each half, and so on down to a pod."""
+    def batch_query(self, build: Callable[[q.Batch], str], batch: q.Batch, series_api: bool = False) -> Series:
+        """``build(batch)``; when the server gives up on it, the same for each half, and so on down to a pod.
+
+        ``series_api``: ``build`` makes a selector, listed with the series API over the history; each label set
+        comes back as a sample of value 1 (the shape of a PromQL answer)."""
         attempt = 0
         while True:
             self.stats.add(queries=1)
             try:
+                if series_api:
+                    end = _as_timestamp(self.at)
+                    listed = self.client().series(build(batch), end - (self.history_seconds or 3600), end)
+                    return [{"metric": labels, "value": [end, "1"]} for labels in listed]
                 return self.client().query(build(batch), time=self.at)
             except PrometheusError as exc:
                 verdict = classify(exc)
@@ -168,7 +178,8 @@ class QueryRunner:
                         self.stats.add(splits=1)
                         log.info("batch %s: %s; splitting it into %s and %s", batch.label, _short(exc),
                                  halves[0].label, halves[1].label)
-                        return self.batch_query(build, halves[0]) + self.batch_query(build, halves[1])
+                        return (self.batch_query(build, halves[0], series_api)
+                                + self.batch_query(build, halves[1], series_api))
                 if attempt >= self.retries or verdict == "refused":  # refused once, refused again
                     raise RightsizingError(f"batch {batch.label}: the server keeps failing on a query that "
                                            f"cannot be split further: {exc}") from exc
@@ -188,9 +199,10 @@ class QueryRunner:
         """The pods with container series in ``namespace`` over the history (listed once)."""
         with self._pods_lock:
             if namespace not in self._pods_cache:
-                result = self.query(q.series_by_pod(namespace, self.history_seconds or 3600))
-                self._pods_cache[namespace] = tuple(sorted(s["metric"]["pod"] for s in result
-                                                           if (s.get("metric") or {}).get("pod")))
+                end = _as_timestamp(self.at)
+                listed = self._retrying(lambda: self.client().series(
+                    q.container_series(q.regex_escape(namespace)), end - (self.history_seconds or 3600), end))
+                self._pods_cache[namespace] = tuple(sorted({s["pod"] for s in listed if s.get("pod")}))
             return self._pods_cache[namespace]
 
     def run_all(self, jobs: dict[str, Callable[[], Series]]) -> dict[str, Series]:
@@ -205,6 +217,10 @@ class QueryRunner:
 def _short(exc: Exception) -> str:
     text = str(exc)
     return text if len(text) < 160 else text[:157] + "…"
+
+
+def _as_timestamp(at: datetime | float) -> float:
+    return at.timestamp() if isinstance(at, datetime) else float(at)
 
 
 def _value(sample: dict[str, Any]) -> float | None:
@@ -258,18 +274,16 @@ def plan(spec: SourceSpec, at: datetime, history_seconds: float, *, rate_window:
     with QueryRunner(spec, at, concurrency=1) as runner:
         scrape = detect_scrape_interval(runner, namespaces)
         res = q.choose_resolution(history_seconds, rate_window, scrape, max_points)
-        counts: dict[str, int] = {}
-        for sample in runner.query(q.series_by_namespace(namespaces, res)):
-            ns, n = sample.get("metric", {}).get("namespace"), _value(sample)
-            if ns and n:
-                counts[ns] = int(n)
+        # Container series per namespace and per pod over the history, from the index (no sample decoded).
+        end = _as_timestamp(at)
+        listed = runner.client().series(q.container_series(namespaces), end - res.history_seconds, end)
+        per_pod: dict[str, Counter[str]] = defaultdict(Counter)
+        for labels in listed:
+            if labels.get("namespace") and labels.get("pod"):
+                per_pod[labels["namespace"]][labels["pod"]] += 1
+        counts = {ns: sum(pods.values()) for ns, pods in per_pod.items()}
         budget = q.series_budget(max_samples_per_query, res.points)
-
-        def pods_of(ns: str) -> dict[str, int]:
-            return {s["metric"]["pod"]: int(_value(s) or 1)
-                    for s in runner.query(q.series_by_pod(ns, res.history_seconds)) if s.get("metric", {}).get("pod")}
-
-        batches = q.pack_batches(counts, budget, pods_of)
+        batches = q.pack_batches(counts, budget, lambda ns: dict(per_pod[ns]))
     log.info("source %s: %d container series in %d namespaces → %d batches (≤ %d series each); scrape "
              "interval %s, step %ss, rate window %ss, %d points", spec.name, sum(counts.values()), len(counts),
              len(batches), budget, f"{scrape}s" if scrape else "unknown", res.step, res.rate_window, res.points)
@@ -307,12 +321,15 @@ def collect_batch(spec: SourceSpec, batch: q.Batch, res: q.Resolution, at: datet
             jobs[usage.stat] = _usage_job(runner, batch, usage.stat, res, quantiles, cpu_percentile)
         for name in q.discovery_queries(batch, res):
             jobs[name] = _discovery_job(runner, batch, name, res)
+        for name in q.discovery_series(batch):
+            jobs[name] = _series_job(runner, batch, name)
         answers = runner.run_all(jobs)  # the heavy usage queries first: the light ones fill the gaps at the end
         skipped: Counter[str] = Counter()
         usage = _usage_by_container(answers, quantiles, skipped)
         _refill_memory_peaks(runner, usage, res, skipped)
         pods = _Pods(answers, res, skipped)
         _requests_of_gone_workloads(runner, answers, pods, usage, res)
+        _restarts_of_gone_pods(runner, answers, pods, res)
         containers, workloads = _assemble(answers, usage, pods, res, skipped)
     finally:
         if own:
@@ -332,6 +349,10 @@ def _usage_job(runner: QueryRunner, batch: q.Batch, stat: str, res: q.Resolution
 
 def _discovery_job(runner: QueryRunner, batch: q.Batch, name: str, res: q.Resolution) -> Callable[[], Series]:
     return lambda: runner.batch_query(lambda b: q.discovery_queries(b, res)[name], batch)
+
+
+def _series_job(runner: QueryRunner, batch: q.Batch, name: str) -> Callable[[], Series]:
+    return lambda: runner.batch_query(lambda b: q.discovery_series(b)[name], batch, series_api=True)
 
 
 # ---- turning answers into containers ------------------------------------------------------------------------
@@ -462,6 +483,21 @@ def _requests_of_gone_workloads(runner: QueryRunner, answers: dict[str, Series],
         for name in ("requests", "limits"):
             answers[name] = answers.get(name, []) + runner.batch_query(
                 lambda b, n=name: q.resources_over_window(n, b, res), batch)
+
+
+def _restarts_of_gone_pods(runner: QueryRunner, answers: dict[str, Series], pods: _Pods,
+                           res: q.Resolution) -> None:
+    """Restarts are read for the pods running at the end (short ranges); pods gone before the end of the
+    window (replaced, finished) get theirs over the whole window."""
+    gone: dict[str, list[str]] = defaultdict(list)
+    for ns, pod in sorted(set(pods.lifetime) - pods.alive):
+        gone[ns].append(pod)
+    def job(batch: q.Batch) -> Callable[[], Series]:
+        return lambda: runner.batch_query(lambda b: q.restarts_of_pods(b, res), batch)
+
+    jobs = {ns: job(q.Batch((ns,), tuple(members))) for ns, members in gone.items()}
+    for answer in runner.run_all(jobs).values():
+        answers["restarts"] = answers.get("restarts", []) + answer
 
 
 def _assemble(answers: dict[str, Series], usage: dict[ContainerKey, dict[str, float]], pods: _Pods,

@@ -3,12 +3,14 @@
 Every usage figure is computed by the server and comes back as one number per container: percentiles and
 maxima of ``rate(container_cpu_usage_seconds_total[…])`` through ``quantile_over_time`` / ``max_over_time``
 over a subquery, the working set's maximum over the raw samples and its p99 over a subquery, and a
-``count_over_time`` of the subquery points for coverage. Raw samples never leave the server.
+``count_over_time`` of the raw CPU samples for coverage. Raw samples never leave the server.
 
-Cost rules learnt on Prometheus 2.42: an aggregation (``max by (…)``) *inside* a subquery costs about four
-times the rate itself, so subqueries select raw series and duplicates are merged on the client; a subquery's
-cost is its number of points, so the resolution is the rate window itself (adjacent, non-overlapping
-windows: every sample counts once) unless the 11,000-points bound asks for coarser.
+Cost rules learnt on Prometheus 2.42 (measured in docs/benchmarks.md): every statistic is one pass over the
+samples, so the cost is the number of statistics × samples; an aggregation (``max by (…)``) *inside* a
+subquery costs about four times the rate itself, so subqueries select raw series and duplicates are merged
+by an aggregation outside (one value per series); the resolution is the rate window itself (adjacent,
+non-overlapping windows: every sample counts once) unless the 11,000-points bound asks for coarser; label
+sets (of the batches, of info metrics) come from the series API, which reads the index and no sample.
 """
 
 from __future__ import annotations
@@ -27,10 +29,20 @@ COMMON_SCRAPE_INTERVALS = (5, 10, 15, 20, 30, 60, 120, 300, 600)
 PROMETHEUS_MAX_POINTS = 11_000
 CPU_QUANTILES = (0.5, 0.9, 0.95, 0.99)
 MEMORY_QUANTILE = 0.99
+# The working-set p99 is read from samples at least history/336 apart (hourly over 14 days): each is the
+# working set at an instant, so fewer of them estimate the same p99 (the 4th largest of 336), and every
+# point a subquery adds is work on the server (1008 points cost 1.6x what 336 do on Prometheus 2.42).
+MEMORY_P99_POINTS = 336
 # Containers as cAdvisor labels them; "" is the pod cgroup and "POD" the pause container.
 CONTAINER_MATCHERS = 'container!="",container!="POD",pod!=""'
 CPU_METRIC = "container_cpu_usage_seconds_total"
 MEMORY_METRIC = "container_memory_working_set_bytes"
+RESTARTS_METRIC = "kube_pod_container_status_restarts_total"
+# The labels an answer is read by (aggregating to them merges duplicate scrapes and leaves the rest — uid,
+# node, instance, image, … — on the server: most of an answer's bytes).
+CONTAINER_LABELS = "namespace, pod, container"
+RESOURCE_LABELS = "namespace, pod, container, resource"
+OWNER_LABELS = "namespace, pod, owner_kind, owner_name, owner_is_controller"
 _RE2_SPECIAL = re.compile(r"([\\.+*?()|\[\]{}^$])")
 
 
@@ -95,6 +107,12 @@ def choose_resolution(history_seconds: float, rate_window: float, scrape_interva
     points = int(history_seconds // step)
     return Resolution(int(history_seconds), int(step), math.ceil(window), points,
                       int(scrape_interval) if scrape_interval else None)
+
+
+def memory_p99_step(res: Resolution) -> int:
+    """The subquery step of the working-set p99: the usage step, or coarser so it reads ~``MEMORY_P99_POINTS``."""
+    floor = max(res.step, res.history_seconds / MEMORY_P99_POINTS)
+    return next((s for s in NICE_STEPS if s >= floor), 3600 * math.ceil(floor / 3600))
 
 
 def nearest_scrape_interval(samples_per_hour: float) -> int | None:
@@ -229,6 +247,7 @@ def usage_queries(batch: Batch, res: Resolution, quantiles: Sequence[float] = CP
     w = duration(res.history_seconds)
     sub = f"[{w}:{duration(res.step)}]"
     rate = f"({cpu_rate(sel, res)}){sub}"
+    mem_step = memory_p99_step(res)
     out = [UsageQuery(f"cpu_{quantile_key(q)}", f"quantile_over_time({q:g}, {rate})")
            for q in sorted({*quantiles, chosen})]
     out += [
@@ -237,9 +256,14 @@ def usage_queries(batch: Batch, res: Resolution, quantiles: Sequence[float] = CP
         UsageQuery("cpu_samples", f"count_over_time({CPU_METRIC}{{{sel}}}[{w}])"),
         # The peak over every raw sample (a subquery could step over it); NaN/Inf answers are re-read below.
         UsageQuery("memory_peak", f"max_over_time({MEMORY_METRIC}{{{sel}}}[{w}])"),
-        UsageQuery("memory_p99", f"quantile_over_time({MEMORY_QUANTILE:g}, {MEMORY_METRIC}{{{sel}}}{sub})"),
+        # The working set at each step: last_over_time over the step rather than the bare selector, which a
+        # subquery resolves with a lookback seek per step (1.6x the cost on Prometheus 2.42).
+        UsageQuery("memory_p99", f"quantile_over_time({MEMORY_QUANTILE:g}, last_over_time({MEMORY_METRIC}"
+                                 f"{{{sel}}}[{duration(mem_step)}])[{w}:{duration(mem_step)}])"),
     ]
-    return out
+    # One answer per container: the same container scraped twice (two cAdvisor jobs) keeps its larger figure.
+    # Outside the subquery this aggregation costs one value per series.
+    return [UsageQuery(u.stat, f"max by ({CONTAINER_LABELS}) ({u.promql})", u.heavy) for u in out]
 
 
 def memory_peak_filtered(namespace: str, pods: Sequence[str], res: Resolution, step: int | None = None) -> str:
@@ -250,16 +274,10 @@ def memory_peak_filtered(namespace: str, pods: Sequence[str], res: Resolution, s
             f"[{duration(res.history_seconds)}:{duration(step)}])")
 
 
-def series_by_namespace(namespace_regex: str, res: Resolution) -> str:
-    """Container series per namespace over the history (what the batches are sized from)."""
-    return (f"count by (namespace) (last_over_time({MEMORY_METRIC}{{namespace=~{quote(namespace_regex)},"
-            f"{CONTAINER_MATCHERS}}}[{duration(res.history_seconds)}]))")
-
-
-def series_by_pod(namespace: str, history_seconds: float) -> str:
-    """Container series per pod of one namespace over the history (to cut a namespace into pod batches)."""
-    return (f"count by (pod) (last_over_time({MEMORY_METRIC}{{namespace={quote(namespace)},"
-            f"{CONTAINER_MATCHERS}}}[{duration(history_seconds)}]))")
+def container_series(namespace_regex: str) -> str:
+    """The working-set series of the containers of ``namespace_regex`` (listed with the series API to size the
+    batches: index lookups, where a PromQL count over the history would decode every sample)."""
+    return f"{MEMORY_METRIC}{{namespace=~{quote(namespace_regex)},{CONTAINER_MATCHERS}}}"
 
 
 def samples_last_hour(namespace_regex: str) -> str:
@@ -294,30 +312,51 @@ def discovery_queries(batch: Batch, res: Resolution) -> dict[str, str]:
              ("kube_daemonset_status_desired_number_scheduled", "daemonset"))
     last = " or ".join(f"last_over_time({m}{{{ns_sel}}}[{w}])" for m, _ in kinds)
     avg = " or ".join(f"avg_over_time({m}{{{ns_sel}}}[{w}])" for m, _ in kinds)
+    restarts_now = f"last_over_time({RESTARTS_METRIC}{{{pod_sel}}}[{alive}])"
     return {
         # Pod lifetimes from raw sample counts (x scrape interval), and which pods exist at the end: raw ranges
         # are cheap; a subquery with time() or timestamp() over every pod costs more than the CPU statistics.
-        "pod_samples": f"count_over_time(kube_pod_owner{{{pod_sel}}}[{w}])",
-        "pod_alive": f"last_over_time(kube_pod_owner{{{pod_sel}}}[{alive}])",
+        "pod_samples": f"max by ({OWNER_LABELS}) (count_over_time(kube_pod_owner{{{pod_sel}}}[{w}]))",
+        "pod_alive": f"max by ({OWNER_LABELS}) (last_over_time(kube_pod_owner{{{pod_sel}}}[{alive}]))",
         # Requests and limits of the pods running at the end: a short range, not 14 days of constant samples.
-        "requests": f"last_over_time(kube_pod_container_resource_requests{{{pod_sel}}}[{alive}])",
-        "limits": f"last_over_time(kube_pod_container_resource_limits{{{pod_sel}}}[{alive}])",
-        "restarts": f"increase(kube_pod_container_status_restarts_total{{{pod_sel}}}[{w}])",
+        "requests": f"max by ({RESOURCE_LABELS}) (last_over_time(kube_pod_container_resource_requests"
+                    f"{{{pod_sel}}}[{alive}]))",
+        "limits": f"max by ({RESOURCE_LABELS}) (last_over_time(kube_pod_container_resource_limits"
+                  f"{{{pod_sel}}}[{alive}]))",
+        # Restarts in the window of the pods running at the end: the count now less the count at the start
+        # (the pod's own counter never resets), both short ranges; pods gone earlier: restarts_of_pods().
+        "restarts": (f"max by ({CONTAINER_LABELS}) (({restarts_now} - last_over_time({RESTARTS_METRIC}"
+                     f"{{{pod_sel}}}[{alive}] offset {w})) or {restarts_now})"),
         "oom_killed": (f'max_over_time(kube_pod_container_status_last_terminated_reason{{{pod_sel},'
                        f'reason="OOMKilled"}}[{w}])'),
-        "replicaset_owner": f"max_over_time(kube_replicaset_owner{{{ns_sel}}}[{w}])",
-        "job_owner": f"max_over_time(kube_job_owner{{{ns_sel}}}[{w}])",
         "replicas_now": f"{last} or last_over_time(kube_job_status_active{{{ns_sel}}}[{w}])",
         # Jobs: active pods integrated over the window (samples x scrape interval / window).
         "replicas_avg": (f"{avg} or sum_over_time(kube_job_status_active{{{ns_sel}}}[{w}]) * "
                          f"{scrape / window:.12g}"),
-        "hpa": f"max_over_time(kube_horizontalpodautoscaler_info{{{ns_sel}}}[{w}])",
     }
+
+
+def discovery_series(batch: Batch) -> dict[str, str]:
+    """Info metrics whose labels are all that is read: listed with the series API over the history (index
+    lookups; a PromQL range over them decodes every sample)."""
+    ns_sel = batch.matchers(with_pods=False)
+    return {
+        "replicaset_owner": f"kube_replicaset_owner{{{ns_sel}}}",
+        "job_owner": f"kube_job_owner{{{ns_sel}}}",
+        "hpa": f"kube_horizontalpodautoscaler_info{{{ns_sel}}}",
+    }
+
+
+def restarts_of_pods(batch: Batch, res: Resolution) -> str:
+    """Restarts in the window of pods that no longer run at its end (a pod batch)."""
+    return (f"max by ({CONTAINER_LABELS}) (increase({RESTARTS_METRIC}{{{batch.matchers()}}}"
+            f"[{duration(res.history_seconds)}]))")
 
 
 def resources_over_window(name: str, batch: Batch, res: Resolution) -> str:
     """Last requests (``name`` = requests) or limits of the batch's pods over the whole window."""
-    return f"last_over_time(kube_pod_container_resource_{name}{{{batch.matchers()}}}[{duration(res.history_seconds)}])"
+    return (f"max by ({RESOURCE_LABELS}) (last_over_time(kube_pod_container_resource_{name}"
+            f"{{{batch.matchers()}}}[{duration(res.history_seconds)}]))")
 
 
 # ---- the observability stack (processes, not on Kubernetes) ---------------------------------------------
