@@ -8,15 +8,17 @@
   A cluster-wide 14-day pull is refused by Prometheus (``--query.max-samples``, 50M), so it is cut per namespace
   and per day — as any working raw puller must;
 - **(b) KRR-style** — robusta-dev/krr's queries: per workload container, pods 50 per regex, ``max by (container,
-  pod, job)`` inside the subquery, CPU p95 + memory max + sample count + OOM join, 6 workers. Its Kubernetes-API
-  discovery is replaced by a kube-state-metrics listing taken before the clock starts.
+  pod, job)`` inside the subquery; its simple strategy's loaders (CPU p95, memory max, CPU and memory sample
+  counts) plus its OOM loader (``krr``: the feature ours has) or without it (``krr-simple``), 6 workers. Its
+  Kubernetes-API discovery is replaced by a kube-state-metrics listing taken before the clock starts.
 
 Each method runs in its own Python process (its peak RSS is its own ``ru_maxrss``); bytes are counted on the
 wire (gzip, as Prometheus sends them) and decoded; the Prometheus-side evaluation time is the sum of
 ``evalTotalTime`` in the query log over the method's queries, and the server's CPU seconds come from /proc.
 The history is built once and cached under ``bench/out/`` (see ``bench/rightsizing_data.py``).
 
-Usage: ``python bench/bench_rightsizing.py [--methods ours,vpa,krr] [--interval 60|300] [--remeasure]``.
+Usage: ``python bench/bench_rightsizing.py [--methods ours,vpa,krr,krr-simple] [--interval 60|300]
+[--remeasure]``.
 Results: printed, and written to ``bench/out/rightsizing-results.json``; copied by hand to docs/benchmarks.md.
 """
 
@@ -191,7 +193,7 @@ def run_vpa(url: str, meta: dict[str, Any], rate_window: int) -> dict[str, Any]:
     return {"wall": wall, "queries": queries, "containers": len(p95), "p95": p95, "memory_peak": peaks}
 
 
-def run_krr(url: str, meta: dict[str, Any], step: int) -> dict[str, Any]:
+def run_krr(url: str, meta: dict[str, Any], step: int, oom: bool = True) -> dict[str, Any]:
     session = requests.Session()
     end = meta["end"]
     duration = meta["end"] - meta["start"]
@@ -240,15 +242,20 @@ def run_krr(url: str, meta: dict[str, Any], step: int) -> dict[str, Any]:
         out: dict[str, Any] = {"p95": {}, "memory_peak": {}}
         for i in range(0, len(pods), KRR_PODS_PER_REGEX):
             sel = f'namespace="{ns}",pod=~"{"|".join(pods[i:i + KRR_PODS_PER_REGEX])}",container="{container}"'
+            by = "by (container, pod, job)"
+            # krr's simple strategy: PercentileCPULoader, MaxMemoryLoader, CPUAmountLoader, MemoryAmountLoader
+            # (robusta_krr/strategies/simple.py), and with ``oom`` its MaxOOMKilledMemoryLoader (the feature ours
+            # has); the shapes of robusta_krr/core/integrations/prometheus/metrics/{cpu,memory}.py.
             cpu = query(f"quantile_over_time(0.95, max(rate(container_cpu_usage_seconds_total{{{sel}}}[{s_}])) "
-                        f"by (container, pod, job)[{d}:{s_}])")
-            mem = query(f"max_over_time(max(container_memory_working_set_bytes{{{sel}}}) by (container, pod, job)"
-                        f"[{d}:{s_}])")
-            query(f"count_over_time(max(container_memory_working_set_bytes{{{sel}}}) by (container, pod, job)"
-                  f"[{d}:{s_}])")
-            query(f'max_over_time(kube_pod_container_resource_limits{{resource="memory",{sel}}}[{d}:{s_}]) * on '
-                  f'(pod, container, job) group_left(reason) max_over_time(kube_pod_container_status_last_terminated'
-                  f'_reason{{reason="OOMKilled",{sel}}}[{d}:{s_}])')
+                        f"{by}[{d}:{s_}])")
+            mem = query(f"max_over_time(max(container_memory_working_set_bytes{{{sel}}}) {by}[{d}:{s_}])")
+            query(f"count_over_time(max(container_cpu_usage_seconds_total{{{sel}}}) {by}[{d}:{s_}])")
+            query(f"count_over_time(max(container_memory_working_set_bytes{{{sel}}}) {by}[{d}:{s_}])")
+            if oom:
+                query(f'max_over_time(max(max(kube_pod_container_resource_limits{{resource="memory",{sel}}}) '
+                      f'by (pod, container, job) * on (pod, container, job) group_left(reason) '
+                      f'max(kube_pod_container_status_last_terminated_reason{{reason="OOMKilled",{sel}}}) '
+                      f'by (pod, container, job, reason)) {by}[{d}:{s_}])')
             for r in cpu:
                 out["p95"][(ns, r["metric"]["pod"], container)] = float(r["value"][1])
             for r in mem:
@@ -274,8 +281,9 @@ def worker(method: str, url: str, meta_path: str, out_path: str) -> None:
         result = run_ours(url, meta)
     elif method == "vpa":
         result = run_vpa(url, meta, res["rate_window"])
-    else:  # "krr" at our resolution, or "krr:<step seconds>"
-        result = run_krr(url, meta, int(method.split(":")[1]) if ":" in method else res["step"])
+    else:  # "krr" (with its OOM loader) or "krr-simple" (without), at our resolution or at "…:<step seconds>"
+        base, _, step = method.partition(":")
+        result = run_krr(url, meta, int(step) if step else res["step"], oom=base != "krr-simple")
     # Accuracy against the model's exact statistics (single-pod containers of the truth sample).
     truth = {tuple(t["key"]): t for t in meta["truth"]}
     ratios = [result["p95"][k] / t["cpu_p95"] for k, t in truth.items()
@@ -383,7 +391,7 @@ def compare(data_dir: Path, world_meta: dict[str, Any], interval: int, methods: 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--methods", default="ours,vpa,krr")
+    ap.add_argument("--methods", default="ours,vpa,krr,krr-simple")
     ap.add_argument("--interval", type=int, choices=(60, 300))
     ap.add_argument("--remeasure", action="store_true")
     ap.add_argument("--no-krr-defaults", dest="krr_defaults", action="store_false",
@@ -427,15 +435,18 @@ def main() -> int:
             "vpa_bytes/ours_bytes>=10": round(a["wire_bytes"] / o["wire_bytes"], 1),
             "ours_wall/ours_server_eval<=1.5": round(o["wall"] / o["server_eval_seconds"], 2),
         }
+        if "krr-simple" in results:
+            summary["goals"]["krr_simple_wall/ours_wall"] = round(results["krr-simple"]["wall"] / o["wall"], 2)
     if args.krr_defaults:
         # KRR's default step (1.25 min, also its rate window) finds nothing on a 5-minute scrape: compare at its
         # defaults on a 60 s history of a tenth of the cluster (cheap enough to build here).
         small_dir, small_meta = data.ensure_tsdb(60, target=data.TARGET_CONTAINERS // 10)
-        small = compare(small_dir, small_meta, 60, ["ours", "krr:75"])
+        small = compare(small_dir, small_meta, 60, ["ours", "krr:75", "krr-simple:75"])
         summary["krr_defaults_60s"] = {
             "data": {k: small_meta[k] for k in ("interval", "containers_running_at_end", "container_series", "pods",
                                                  "workloads", "days", "build")},
-            "results": small, "krr_wall/ours_wall": round(small["krr:75"]["wall"] / small["ours"]["wall"], 2)}
+            "results": small, "krr_wall/ours_wall": round(small["krr:75"]["wall"] / small["ours"]["wall"], 2),
+            "krr_simple_wall/ours_wall": round(small["krr-simple:75"]["wall"] / small["ours"]["wall"], 2)}
     RESULTS.write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps({"goals": summary.get("goals"),
                       "krr_defaults_60s": (summary.get("krr_defaults_60s") or {}).get("krr_wall/ours_wall")}, indent=1))
