@@ -492,6 +492,7 @@ def _restarts_of_gone_pods(runner: QueryRunner, answers: dict[str, Series], pods
     gone: dict[str, list[str]] = defaultdict(list)
     for ns, pod in sorted(set(pods.lifetime) - pods.alive):
         gone[ns].append(pod)
+
     def job(batch: q.Batch) -> Callable[[], Series]:
         return lambda: runner.batch_query(lambda b: q.restarts_of_pods(b, res), batch)
 
