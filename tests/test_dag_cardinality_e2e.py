@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from traceo_finops.prometheus import PrometheusClient, SourceSpec
 
 pytestmark = [pytest.mark.dag, pytest.mark.integration]
 ROOT = Path(__file__).resolve().parents[1]
+SETTLED = timedelta(seconds=30)  # > the devstack's scrape_timeout (10 s) + interval (15 s)
 
 
 @pytest.fixture
@@ -29,14 +31,21 @@ def cardinality_dag(airflow_db: Path) -> Any:
     return bag.get_dag("finops_cardinality")
 
 
-def _matches_server(table: Any, env: dict[str, str]) -> bool:
-    """The report's series per metric equal what the server counts at the report's window end."""
+def _server_counts(table: Any, env: dict[str, str]) -> dict[str, int]:
+    """What the server counts per metric at the report's window end."""
     end = table.column("window_end")[0].as_py()
     client = PrometheusClient(SourceSpec.from_connection_fields(
         name="check", host=env["DEVSTACK_PROM_URL"], port=None, schema=None, login=None, password=None, extra={}))
-    direct = {s["metric"]["__name__"]: int(float(s["value"][1]))
-              for s in client.query('count by (__name__) ({__name__=~".+"})', time=end)}
-    return {r["metric"]: r["series"] for r in table.to_pylist()} == direct
+    return {s["metric"]["__name__"]: int(float(s["value"][1]))
+            for s in client.query('count by (__name__) ({__name__=~".+"})', time=end)}
+
+
+def _differences(table: Any, env: dict[str, str]) -> dict[str, tuple[int | None, int | None]]:
+    """Metrics whose series in the report differ from the server's count: {metric: (report, server)}."""
+    report = {r["metric"]: r["series"] for r in table.to_pylist()}
+    direct = _server_counts(table, env)
+    return {m: (report.get(m), direct.get(m)) for m in sorted(set(report) | set(direct))
+            if report.get(m) != direct.get(m)}
 
 
 def _slack_posts(env: dict[str, str], title_prefix: str) -> list[dict]:
@@ -81,9 +90,14 @@ def test_run_writes_reports_and_posts_once(devstack: dict[str, str], prom_truth:
     # The usage the devstack made (dashboards, rules, its replayed queries) — not the queries other
     # tests of this session sent to the same Prometheus to check their own results.
     _query_log_as_generated(prom_truth, finops_config, tmp_path)
-    # A manual run a few seconds ago: its window ends where every scrape has landed, so the server's own
-    # count at that instant cannot move while the test compares (a scrape in flight at "now" could).
-    run = cardinality_dag.test(logical_date=datetime.now(UTC) - timedelta(seconds=5))
+    # A manual run whose window ended SETTLED ago, so the server's own count at that instant cannot move
+    # while the test compares: a scrape's samples land when it ends, and a scrape that times out marks its
+    # series stale at its own start time — up to scrape_timeout (10 s) after the fact. Not before the
+    # devstack's first scrapes, though (a bounded wait right after it was made).
+    made = datetime.fromtimestamp(float(prom_truth["generated_at"]), UTC)
+    while (end := datetime.now(UTC) - SETTLED) < made:
+        time.sleep((made - end).total_seconds())
+    run = cardinality_dag.test(logical_date=end)
     assert run.state == "success"
     root = Path(finops_config.parent / "reports")
     files = sorted(root.glob("cardinality/report_date=*/part-0.parquet"))
@@ -92,7 +106,7 @@ def test_run_writes_reports_and_posts_once(devstack: dict[str, str], prom_truth:
     meta = table.schema.metadata
     assert meta[b"traceo.dag_id"] == b"finops_cardinality" and meta[b"traceo.schema_version"] == b"2"
     rows = {r["metric"]: r for r in table.to_pylist()}
-    assert _matches_server(table, devstack)
+    assert _differences(table, devstack) == {}
     end = table.column("window_end")[0].as_py()
 
     # The devstack's unused metric: found, with its exact series count, and dropped.
@@ -153,7 +167,7 @@ def test_run_writes_reports_and_posts_once(devstack: dict[str, str], prom_truth:
     assert sorted(root.glob("cardinality/report_date=*/*")) == files
     rerun = pads.dataset(root / "cardinality", partitioning="hive").to_table()
     assert rerun.num_rows == len(set(rerun.column("metric").to_pylist()))
-    assert _matches_server(pq.read_table(files[0]), devstack)
+    assert _differences(pq.read_table(files[0]), devstack) == {}
 
     # The README's DuckDB example runs as written against this report root.
     readme = (ROOT / "README.md").read_text()
