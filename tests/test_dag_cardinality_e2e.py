@@ -31,19 +31,12 @@ def cardinality_dag(airflow_db: Path) -> Any:
     return bag.get_dag("finops_cardinality")
 
 
-def _server_counts(table: Any, env: dict[str, str]) -> dict[str, int]:
-    """What the server counts per metric at the report's window end."""
-    end = table.column("window_end")[0].as_py()
-    client = PrometheusClient(SourceSpec.from_connection_fields(
-        name="check", host=env["DEVSTACK_PROM_URL"], port=None, schema=None, login=None, password=None, extra={}))
-    return {s["metric"]["__name__"]: int(float(s["value"][1]))
-            for s in client.query('count by (__name__) ({__name__=~".+"})', time=end)}
-
-
 def _differences(table: Any, env: dict[str, str]) -> dict[str, tuple[int | None, int | None]]:
-    """Metrics whose series in the report differ from the server's count: {metric: (report, server)}."""
+    """Metrics whose series in the report differ from what the server counts at the report's window end:
+    {metric: (report, server)}."""
     report = {r["metric"]: r["series"] for r in table.to_pylist()}
-    direct = _server_counts(table, env)
+    direct = {s["metric"]["__name__"]: int(float(s["value"][1])) for s in _server_count(
+        env, 'count by (__name__) ({__name__=~".+"})', table.column("window_end")[0].as_py())}
     return {m: (report.get(m), direct.get(m)) for m in sorted(set(report) | set(direct))
             if report.get(m) != direct.get(m)}
 

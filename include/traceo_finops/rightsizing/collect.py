@@ -107,7 +107,7 @@ class QueryRunner:
                  history_seconds: float | None = None, sleep: Callable[[float], None] = time.sleep):
         """``history_seconds``: lets a namespace batch be cut into pod batches (its pods are listed over it)."""
         self.spec = spec.model_copy(update={"retries": 0})
-        self.at = at
+        self.at = at.timestamp() if isinstance(at, datetime) else float(at)  # the instant every query is at
         self.concurrency = concurrency
         self.retries = spec.retries if retries is None else retries
         self.history_seconds = history_seconds
@@ -139,6 +139,13 @@ class QueryRunner:
         """One query, retried on transient failures and timeouts (not split)."""
         return self._retrying(lambda: self.client().query(promql, time=self.at))
 
+    def series(self, selector: str) -> list[dict[str, str]]:
+        """The label sets ``selector`` matches over the history, retried like :meth:`query` (not split)."""
+        return self._retrying(lambda: self._list(selector))
+
+    def _list(self, selector: str) -> list[dict[str, str]]:
+        return self.client().series(selector, self.at - (self.history_seconds or 3600), self.at)
+
     def _retrying(self, call: Callable[[], Any]) -> Any:
         attempt = 0
         while True:
@@ -163,9 +170,7 @@ class QueryRunner:
             self.stats.add(queries=1)
             try:
                 if series_api:
-                    end = _as_timestamp(self.at)
-                    listed = self.client().series(build(batch), end - (self.history_seconds or 3600), end)
-                    return [{"metric": labels, "value": [end, "1"]} for labels in listed]
+                    return [{"metric": labels, "value": [self.at, "1"]} for labels in self._list(build(batch))]
                 return self.client().query(build(batch), time=self.at)
             except PrometheusError as exc:
                 verdict = classify(exc)
@@ -199,9 +204,7 @@ class QueryRunner:
         """The pods with container series in ``namespace`` over the history (listed once)."""
         with self._pods_lock:
             if namespace not in self._pods_cache:
-                end = _as_timestamp(self.at)
-                listed = self._retrying(lambda: self.client().series(
-                    q.container_series(q.regex_escape(namespace)), end - (self.history_seconds or 3600), end))
+                listed = self.series(q.container_series(q.regex_escape(namespace)))
                 self._pods_cache[namespace] = tuple(sorted({s["pod"] for s in listed if s.get("pod")}))
             return self._pods_cache[namespace]
 
@@ -217,10 +220,6 @@ class QueryRunner:
 def _short(exc: Exception) -> str:
     text = str(exc)
     return text if len(text) < 160 else text[:157] + "…"
-
-
-def _as_timestamp(at: datetime | float) -> float:
-    return at.timestamp() if isinstance(at, datetime) else float(at)
 
 
 def _value(sample: dict[str, Any]) -> float | None:
@@ -271,12 +270,11 @@ def plan(spec: SourceSpec, at: datetime, history_seconds: float, *, rate_window:
     """Check the source, choose the resolution and cut the namespaces into batches."""
     with PrometheusClient(spec) as client:
         check_metrics(client)
-    with QueryRunner(spec, at, concurrency=1) as runner:
+    with QueryRunner(spec, at, concurrency=1, history_seconds=history_seconds) as runner:
         scrape = detect_scrape_interval(runner, namespaces)
         res = q.choose_resolution(history_seconds, rate_window, scrape, max_points)
         # Container series per namespace and per pod over the history, from the index (no sample decoded).
-        end = _as_timestamp(at)
-        listed = runner.client().series(q.container_series(namespaces), end - res.history_seconds, end)
+        listed = runner.series(q.container_series(namespaces))
         per_pod: dict[str, Counter[str]] = defaultdict(Counter)
         for labels in listed:
             if labels.get("namespace") and labels.get("pod"):
@@ -320,9 +318,9 @@ def collect_batch(spec: SourceSpec, batch: q.Batch, res: q.Resolution, at: datet
         for usage in q.usage_queries(batch, res, quantiles, cpu_percentile):
             jobs[usage.stat] = _usage_job(runner, batch, usage.stat, res, quantiles, cpu_percentile)
         for name in q.discovery_queries(batch, res):
-            jobs[name] = _discovery_job(runner, batch, name, res)
+            jobs[name] = _discovery_job(runner, batch, name, lambda b: q.discovery_queries(b, res))
         for name in q.discovery_series(batch):
-            jobs[name] = _series_job(runner, batch, name)
+            jobs[name] = _discovery_job(runner, batch, name, q.discovery_series, series_api=True)
         answers = runner.run_all(jobs)  # the heavy usage queries first: the light ones fill the gaps at the end
         skipped: Counter[str] = Counter()
         usage = _usage_by_container(answers, quantiles, skipped)
@@ -347,12 +345,9 @@ def _usage_job(runner: QueryRunner, batch: q.Batch, stat: str, res: q.Resolution
     return lambda: runner.batch_query(build, batch)
 
 
-def _discovery_job(runner: QueryRunner, batch: q.Batch, name: str, res: q.Resolution) -> Callable[[], Series]:
-    return lambda: runner.batch_query(lambda b: q.discovery_queries(b, res)[name], batch)
-
-
-def _series_job(runner: QueryRunner, batch: q.Batch, name: str) -> Callable[[], Series]:
-    return lambda: runner.batch_query(lambda b: q.discovery_series(b)[name], batch, series_api=True)
+def _discovery_job(runner: QueryRunner, batch: q.Batch, name: str, build_all: Callable[[q.Batch], dict[str, str]],
+                   series_api: bool = False) -> Callable[[], Series]:
+    return lambda: runner.batch_query(lambda b: build_all(b)[name], batch, series_api)
 
 
 # ---- turning answers into containers ------------------------------------------------------------------------
@@ -478,27 +473,30 @@ def _requests_of_gone_workloads(runner: QueryRunner, answers: dict[str, Series],
     for (ns, _, _), members in workload_pods.items():
         if not any((ns, p) in pods.alive for p in members):
             gone[ns].update(members)
-    for ns, members in sorted(gone.items()):
-        batch = q.Batch((ns,), tuple(sorted(members)))
-        for name in ("requests", "limits"):
-            answers[name] = answers.get(name, []) + runner.batch_query(
-                lambda b, n=name: q.resources_over_window(n, b, res), batch)
+    _add_for_pods(runner, answers, gone, {name: lambda b, n=name: q.resources_over_window(n, b, res)
+                                          for name in ("requests", "limits")})
 
 
 def _restarts_of_gone_pods(runner: QueryRunner, answers: dict[str, Series], pods: _Pods,
                            res: q.Resolution) -> None:
     """Restarts are read for the pods running at the end (short ranges); pods gone before the end of the
     window (replaced, finished) get theirs over the whole window."""
-    gone: dict[str, list[str]] = defaultdict(list)
-    for ns, pod in sorted(set(pods.lifetime) - pods.alive):
-        gone[ns].append(pod)
+    gone: dict[str, set[str]] = defaultdict(set)
+    for ns, pod in set(pods.lifetime) - pods.alive:
+        gone[ns].add(pod)
+    _add_for_pods(runner, answers, gone, {"restarts": lambda b: q.restarts_of_pods(b, res)})
 
-    def job(batch: q.Batch) -> Callable[[], Series]:
-        return lambda: runner.batch_query(lambda b: q.restarts_of_pods(b, res), batch)
 
-    jobs = {ns: job(q.Batch((ns,), tuple(members))) for ns, members in gone.items()}
-    for answer in runner.run_all(jobs).values():
-        answers["restarts"] = answers.get("restarts", []) + answer
+def _add_for_pods(runner: QueryRunner, answers: dict[str, Series], pods: dict[str, set[str]],
+                  builds: dict[str, Callable[[q.Batch], str]]) -> None:
+    """``builds[name]`` for the given pods of each namespace (pod batches, ``concurrency`` at a time), their
+    answers appended to ``answers[name]``."""
+    work = [(name, build, q.Batch((ns,), tuple(sorted(members))))
+            for ns, members in sorted(pods.items()) for name, build in builds.items()]
+    jobs = {str(i): (lambda f=build, b=batch: runner.batch_query(f, b)) for i, (_, build, batch) in enumerate(work)}
+    answered = runner.run_all(jobs)
+    for i, (name, _, _) in enumerate(work):
+        answers[name] = answers.get(name, []) + answered[str(i)]
 
 
 def _assemble(answers: dict[str, Series], usage: dict[ContainerKey, dict[str, float]], pods: _Pods,

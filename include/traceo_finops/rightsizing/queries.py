@@ -101,18 +101,21 @@ def choose_resolution(history_seconds: float, rate_window: float, scrape_interva
         raise ValueError(f"history must be positive, got {history_seconds}s")
     max_points = min(max_points, PROMETHEUS_MAX_POINTS)
     window = max(float(rate_window), 4.0 * scrape_interval if scrape_interval else 0.0)
-    floor = max(window, history_seconds / max_points)
-    step = next((s for s in NICE_STEPS if s >= floor), 3600 * math.ceil(floor / 3600))
+    step = nice_step(max(window, history_seconds / max_points))
     window = max(window, step)
     points = int(history_seconds // step)
     return Resolution(int(history_seconds), int(step), math.ceil(window), points,
                       int(scrape_interval) if scrape_interval else None)
 
 
+def nice_step(floor: float) -> int:
+    """The smallest of ``NICE_STEPS`` at or above ``floor`` seconds, else whole hours."""
+    return next((s for s in NICE_STEPS if s >= floor), 3600 * math.ceil(floor / 3600))
+
+
 def memory_p99_step(res: Resolution) -> int:
     """The subquery step of the working-set p99: the usage step, or coarser so it reads ~``MEMORY_P99_POINTS``."""
-    floor = max(res.step, res.history_seconds / MEMORY_P99_POINTS)
-    return next((s for s in NICE_STEPS if s >= floor), 3600 * math.ceil(floor / 3600))
+    return nice_step(max(res.step, res.history_seconds / MEMORY_P99_POINTS))
 
 
 def nearest_scrape_interval(samples_per_hour: float) -> int | None:
