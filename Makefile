@@ -29,7 +29,7 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-lock.txt
 install: $(STAMP)  ## create .venv and install the pinned requirements
 
 prometheus:  ## install Debian's prometheus package when missing
-	@bash include/devstack/ensure-prometheus.sh
+	@bash devstack/ensure-prometheus.sh
 
 devstack-up: install prometheus  ## start Prometheus, moto S3 and the Slack sink on 127.0.0.1
 	$(PY) -m devstack up

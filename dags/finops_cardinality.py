@@ -58,7 +58,7 @@ def finops_cardinality() -> None:
     def audit(target: dict[str, str]) -> dict:
         """Census, usage, verdicts and showback of one source/tenant."""
         from traceo_finops.airflow_adapter import prometheus_spec, run_info
-        from traceo_finops.cardinality.audit import audit_source
+        from traceo_finops.cardinality.workflow import audit_source
         from traceo_finops.config import PROJECT_ROOT, load_config
         from traceo_finops.pricing import load_price_table
         from traceo_finops.prometheus import PrometheusClient
@@ -93,7 +93,7 @@ def finops_cardinality() -> None:
     def write_reports(audits: list[dict], findings: list[list[dict]]) -> dict:
         """Check and write every dataset of this run's report date, and the relabel YAML beside them."""
         from traceo_finops.airflow_adapter import report_store, run_info
-        from traceo_finops.cardinality.report import write_cardinality_reports
+        from traceo_finops.cardinality.dataset import write_cardinality_reports
         from traceo_finops.config import load_config
 
         cfg = load_config()
@@ -108,7 +108,7 @@ def finops_cardinality() -> None:
         from datetime import date
 
         from traceo_finops.airflow_adapter import report_store, run_info, slack_poster
-        from traceo_finops.cardinality.report import CARDINALITY, SHOWBACK, USAGE_ERRORS, cardinality_digest
+        from traceo_finops.cardinality.dataset import CARDINALITY, SHOWBACK, USAGE_ERRORS, cardinality_digest
         from traceo_finops.config import load_config
         from traceo_finops.slack import delivery_key, post_once
 

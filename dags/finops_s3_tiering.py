@@ -104,7 +104,7 @@ def finops_s3_tiering() -> None:
         from traceo_finops.config import load_config
         from traceo_finops.quality import check
         from traceo_finops.s3tiering.dataset import s3_tiering_dataset
-        from traceo_finops.s3tiering.planner import age_band_labels
+        from traceo_finops.s3tiering.recommend import age_band_labels
         from traceo_finops.s3tiering.workflow import report_rows_for
 
         cfg = load_config()

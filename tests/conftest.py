@@ -69,8 +69,8 @@ def airflow_db() -> Path:
 
 @pytest.fixture
 def finops_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A configuration file like the default one, reporting into ``tmp_path/reports``."""
-    text = (ROOT / "include" / "config" / "finops.yaml").read_text()
+    """A copy of the demo configuration (devstack/finops.yaml), reporting into ``tmp_path/reports``."""
+    text = (ROOT / "devstack" / "finops.yaml").read_text()
     path = tmp_path / "finops.yaml"
     path.write_text(text)
     monkeypatch.setenv("FINOPS_CONFIG", str(path))

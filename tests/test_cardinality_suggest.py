@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from traceo_finops.cardinality.recommend import Classification, Suggestion, judge
 from traceo_finops.cardinality.relabel import mimir_overrides_yaml, prometheus_yaml, relabel_rules
-from traceo_finops.cardinality.suggest import Classification, Suggestion, judge
 from traceo_finops.usage import UsageIndex
 from traceo_finops.usage.model import Source, SourceKind
 
@@ -121,7 +121,7 @@ def test_prometheus_own_series_are_never_dropped() -> None:
 
 
 def test_a_nameless_selector_in_a_dashboard_holds_every_metric_it_may_select() -> None:
-    from traceo_finops.cardinality.suggest import durable_wildcards
+    from traceo_finops.cardinality.recommend import durable_wildcards
 
     idx = index_of('{job="billing"}', 'sum by (job) ({__name__=~"billing_.+"})')
     idx.add_expression('count by (__name__) ({__name__=~".+"})', Source(SourceKind.QUERY, "q1"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from traceo_finops.cardinality.report import CARDINALITY
+from traceo_finops.cardinality.dataset import CARDINALITY
 from traceo_finops.quality import DataQualityError, Expect, between, check, not_null, one_of, unique_together
 
 pytestmark = pytest.mark.unit

@@ -18,7 +18,7 @@ from traceo_finops.s3tiering.lifecycle import (
     transition_rule,
     validate,
 )
-from traceo_finops.s3tiering.planner import Candidate, ScopeDecision, Step
+from traceo_finops.s3tiering.recommend import Candidate, ScopeDecision, Step
 
 pytestmark = pytest.mark.unit
 

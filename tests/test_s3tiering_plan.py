@@ -15,7 +15,7 @@ from traceo_finops.config import Bucket, BucketLayout, S3TieringSettings
 from traceo_finops.pricing import PricingError, load_price_table
 from traceo_finops.s3tiering.costs import DAYS_PER_MONTH, CostModel
 from traceo_finops.s3tiering.lifecycle import _check_transitions
-from traceo_finops.s3tiering.planner import Rows, age_band_labels, candidate_ladders, plan_rows, report_rows
+from traceo_finops.s3tiering.recommend import Rows, age_band_labels, candidate_ladders, plan_rows, report_rows
 
 pytestmark = pytest.mark.unit
 GIB = 2**30

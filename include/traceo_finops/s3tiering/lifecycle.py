@@ -21,7 +21,7 @@ from traceo_finops.pricing import ARCHIVE_CLASSES, StorageClass
 from traceo_finops.s3tiering.costs import can_transition
 from traceo_finops.s3tiering.errors import LifecycleValidationError
 from traceo_finops.s3tiering.inventory import SIZE_BAND_BYTES
-from traceo_finops.s3tiering.planner import RULE_PREFIX, ScopeDecision
+from traceo_finops.s3tiering.recommend import RULE_PREFIX, ScopeDecision
 
 MAX_RULES = 1000
 MAX_ID_LENGTH = 255

@@ -41,7 +41,7 @@ from traceo_finops.s3tiering.inventory import (
     resolve_manifest,
 )
 from traceo_finops.s3tiering.lifecycle import DEFAULT_MIN_SIZE, build_rules, canonical, diff, is_finops, merge, validate
-from traceo_finops.s3tiering.planner import Rows, allowed_classes, plan_rows, report_rows
+from traceo_finops.s3tiering.recommend import Rows, allowed_classes, plan_rows, report_rows
 
 log = logging.getLogger(__name__)
 DAY_MS = 86_400_000

@@ -8,7 +8,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from traceo_finops.cardinality.suggest import Classification, Suggestion
+from traceo_finops.cardinality.recommend import Classification, Suggestion
 from traceo_finops.quality import between, not_null, one_of, unique_together
 from traceo_finops.reports import Dataset
 from traceo_finops.slack import Digest

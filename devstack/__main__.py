@@ -64,9 +64,14 @@ def _prom_truth_path(state_dir: Path, res: dict[str, Any]) -> str | None:
     return str(path)
 
 
+DEMO_CONFIG = Path(__file__).resolve().parent / "finops.yaml"
+
+
 def connection_env(prom_url: str, s3_endpoint: str, slack_port: int) -> dict[str, str]:
     """The AIRFLOW_CONN_* values for the devstack (JSON connection format)."""
     return {
+        # The demo's own configuration: the shipped include/config/finops.yaml is a production template.
+        "FINOPS_CONFIG": str(DEMO_CONFIG),
         "AIRFLOW_CONN_PROMETHEUS_DEFAULT": json.dumps(
             {"conn_type": "http", "host": prom_url, "extra": {"timeout": 30}}),
         "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from traceo_finops.cardinality.collect import CENSUS_MARK, is_census_query
-from traceo_finops.cardinality.report import UNATTRIBUTED
-from traceo_finops.cardinality.suggest import (
+from traceo_finops.cardinality.dataset import UNATTRIBUTED
+from traceo_finops.cardinality.recommend import (
     DEFAULT_PROTECTED_LABELS,
     CountAfter,
     MetricCensus,
