@@ -1,73 +1,132 @@
-"""The one thin place where the domain library meets Airflow.
+"""The one thin place where the domain library meets Airflow — and the workflow kit's DAG side.
 
-It turns Airflow connections into the library's plain specs, a task's context into a
-report window and a run identity, and the slack provider's webhook hook into a poster.
-Nothing else in ``traceo_finops`` imports Airflow.
+DAG files import :func:`workflow_dag`, :func:`assets` and the ``*_step`` functions from here; each
+step builds the task's :class:`~traceo_finops.kit.context.RunContext` once and calls the
+workflow's own function in ``traceo_finops.<workflow>.workflow``. Here, and nowhere else in
+``traceo_finops``, are Airflow imports: connections become the library's plain fields, the task
+context becomes a run context, errors that no retry can fix become ``AirflowFailException``,
+and the slack provider's webhook hook becomes a poster.
+
+Only ``airflow.sdk`` and the standard library are imported at module load: DAG files import this
+module at parse time.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import importlib
+import logging
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseHook, get_current_context
-from airflow.sdk.exceptions import AirflowNotFoundException
+from airflow.sdk import Asset, BaseHook, CronDataIntervalTimetable, Param, get_current_context
+from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
 
-from traceo_finops.config import FinopsConfig, load_config
-from traceo_finops.prometheus import SourceSpec
-from traceo_finops.reports import ReportStore
-from traceo_finops.slack import Poster, SlackError
-from traceo_finops.window import ReportWindow, report_window
+if TYPE_CHECKING:
+    from traceo_finops.config import FinopsConfig
+    from traceo_finops.kit.context import ConnectionFields, RunContext
+    from traceo_finops.prometheus import SourceSpec
+    from traceo_finops.reports import ReportStore
+    from traceo_finops.slack import Poster
+
+log = logging.getLogger(__name__)
+
+# workflow key (``workflows.<key>`` in the configuration) -> package under traceo_finops
+_PACKAGES = {"cardinality": "cardinality", "rightsizing": "rightsizing", "s3_tiering": "s3tiering"}
+ASSET_SCHEME = "traceo-finops"
 
 
 class ConnectionMissing(LookupError):
     """An Airflow connection named in the configuration is not defined."""
 
 
-@dataclass(frozen=True)
-class RunInfo:
-    dag_id: str
-    run_id: str
-    window: ReportWindow
+# -- the DAG header ----------------------------------------------------------------------------------------
+DEFAULT_ARGS: dict[str, Any] = {"owner": "traceo-finops", "retries": 2, "retry_delay": timedelta(minutes=2)}
 
 
-def run_info(lookback: Any, context: Any = None) -> RunInfo:
-    """The running task's DAG, run and report window (from the data interval, else ``lookback``)."""
-    ctx = context or get_current_context()
-    window = report_window(ctx.get("data_interval_start"), ctx.get("data_interval_end") or ctx["logical_date"],
-                           lookback)
-    return RunInfo(ctx["dag"].dag_id, ctx["run_id"], window)
+def workflow_dag(dag_id: str, doc: str | None, *, tags: list[str], params: Mapping[str, Param] | None = None,
+                 cron: str = "0 0 * * *") -> dict[str, Any]:
+    """The ``@dag`` arguments every workflow shares.
+
+    The timetable is an explicit data-interval one: on Airflow 3.3 defaults a cron string such as
+    ``@daily`` becomes a trigger timetable whose runs (and backfills) have no interval, and every
+    report window comes from the interval.
+    """
+    return {
+        "dag_id": dag_id,
+        "schedule": CronDataIntervalTimetable(cron, timezone="UTC"),
+        "start_date": datetime(2026, 1, 1),
+        "catchup": False,
+        "max_active_runs": 1,
+        "default_args": DEFAULT_ARGS,
+        "tags": ["finops", *tags],
+        "doc_md": doc,
+        "params": {"post_to_slack": Param(True, type="boolean",
+                                          description="Post the digest to the slack_finops connection."),
+                   **(params or {})},
+    }
+
+
+def assets(*datasets: str) -> list[Asset]:
+    """The Airflow Assets of report datasets (task outlets): the Assets view shows who produces what."""
+    return [Asset(name=f"finops.{name}", uri=f"{ASSET_SCHEME}://reports/{name}", group="finops")
+            for name in datasets]
+
+
+# -- connections ----------------------------------------------------------------------------------------
+_SECRET_EXTRA_KEYS = ("password", "token", "secret", "authorization", "api_key", "headers", "aws_secret_access_key",
+                      "aws_session_token")
 
 
 def connection(conn_id: str) -> Any:
-    """The Airflow connection ``conn_id`` (env var, metadata DB or secrets backend)."""
+    """The Airflow connection ``conn_id`` (env var, metadata DB or secrets backend), its secrets masked in logs."""
+    from airflow.sdk.log import mask_secret
+
     try:
-        return BaseHook.get_connection(conn_id)
+        conn = BaseHook.get_connection(conn_id)
     except AirflowNotFoundException:
         env = "AIRFLOW_CONN_" + conn_id.upper()
         raise ConnectionMissing(f"Airflow connection {conn_id!r} is not defined: set {env} or add it in the "
                                 f"Airflow UI (Admin → Connections); see docs/connections.md") from None
+    if conn.password:
+        mask_secret(conn.password)
+    for key, value in (conn.extra_dejson or {}).items():
+        if value and any(word in key.lower() for word in _SECRET_EXTRA_KEYS):
+            mask_secret(value)
+    return conn
+
+
+def connection_fields(conn_id: str) -> ConnectionFields:
+    from traceo_finops.kit.context import ConnectionFields
+
+    conn = connection(conn_id)
+    return ConnectionFields(host=conn.host, port=conn.port, schema=conn.schema, login=conn.login,
+                            password=conn.password, extra=dict(conn.extra_dejson or {}))
 
 
 def prometheus_spec(conn_id: str, source_name: str, tenant: str | None = None,
                     flavor: str | None = None) -> SourceSpec:
     """A Prometheus/Mimir source spec from its ``http`` connection; ``tenant``/``flavor`` override the extra's."""
-    conn = connection(conn_id)
-    extra = dict(conn.extra_dejson or {})
-    if tenant:
-        extra["tenant"] = tenant
-    return SourceSpec.from_connection_fields(
-        name=source_name, host=conn.host or "", port=conn.port, schema=conn.schema, login=conn.login,
-        password=conn.password, extra=extra, flavor=flavor)
+    from traceo_finops.config import Flavor
+    from traceo_finops.kit.context import Target, TargetKind
+
+    target = Target(TargetKind.TENANT if tenant else TargetKind.SOURCE, source_name, tenant or "", conn_id=conn_id,
+                    flavor=Flavor(flavor or connection_fields(conn_id).extra.get("flavor", "prometheus")))
+    return target.spec(connection_fields)
 
 
 def s3_filesystem_options(conn_id: str) -> dict[str, Any]:
     """pyarrow S3FileSystem options from an ``aws`` connection (keys, region, endpoint_url)."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    from airflow.sdk.log import mask_secret
 
     connection(conn_id)  # a clear error for a missing id, before boto's own
     hook = S3Hook(aws_conn_id=conn_id)
     creds = hook.get_credentials()
+    for secret in (creds.secret_key, creds.token):
+        if secret:
+            mask_secret(secret)
     options: dict[str, Any] = {"access_key": creds.access_key, "secret_key": creds.secret_key,
                                "session_token": creds.token}
     if hook.conn_region_name:
@@ -82,6 +141,9 @@ def s3_filesystem_options(conn_id: str) -> dict[str, Any]:
 
 def report_store(cfg: FinopsConfig | None = None) -> ReportStore:
     """The report store of the configuration's ``report_root`` (S3 credentials from ``report_conn_id``)."""
+    from traceo_finops.config import load_config
+    from traceo_finops.reports import ReportStore
+
     cfg = cfg or load_config()
     root = cfg.report_root_uri
     if root.startswith("s3://"):
@@ -90,7 +152,11 @@ def report_store(cfg: FinopsConfig | None = None) -> ReportStore:
 
 
 def slack_poster(conn_id: str) -> Poster:
-    """Post through the slack provider's webhook hook, retrying 429 (Retry-After) and 5xx."""
+    """Post through the slack provider's webhook hook, retrying 429 (Retry-After), 5xx and connection errors.
+
+    The webhook URL is a secret (its path is the token): slack_sdk logs it on retries and a relay may
+    echo it in an error, so both pass through :func:`traceo_finops.slack.scrub` first.
+    """
     from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
     from slack_sdk.http_retry.builtin_handlers import (
         ConnectionErrorRetryHandler,
@@ -98,12 +164,18 @@ def slack_poster(conn_id: str) -> Poster:
         ServerErrorRetryHandler,
     )
 
+    from traceo_finops.slack import ScrubFilter, SlackError, scrub
+
     class AnyServerErrorRetryHandler(ServerErrorRetryHandler):
         # slack_sdk's handler retries only 500 and 503; a proxy in front of a webhook also says 502/504.
         def _can_retry(self, *, state, request, response=None, error=None) -> bool:  # type: ignore[no-untyped-def]
             return response is not None and 500 <= response.status_code < 600
 
-    connection(conn_id)
+    conn = connection(conn_id)
+    secrets = [s for s in (conn.password, conn.host) if s]
+    scrubber = ScrubFilter(secrets)
+    for name in ("slack_sdk", "airflow.providers.slack", "urllib3"):
+        logging.getLogger(name).addFilter(scrubber)
     hook = SlackWebhookHook(slack_webhook_conn_id=conn_id, timeout=30, retry_handlers=[
         RateLimitErrorRetryHandler(max_retry_count=5),
         AnyServerErrorRetryHandler(max_retry_count=4),
@@ -114,7 +186,8 @@ def slack_poster(conn_id: str) -> Poster:
         try:
             hook.send(text=text, blocks=blocks)
         except Exception as exc:  # the hook raises AirflowException with status and body
-            raise SlackError(f"Slack connection {conn_id!r}: posting the digest failed: {exc}") from None
+            raise SlackError(f"Slack connection {conn_id!r}: posting the digest failed: "
+                             f"{scrub(str(exc), secrets)}") from None
 
     return post
 
@@ -125,3 +198,105 @@ def s3_client(conn_id: str) -> Any:
 
     connection(conn_id)  # a clear error for a missing id, before boto's own
     return S3Hook(aws_conn_id=conn_id).get_conn()
+
+
+# -- the run context and the steps ---------------------------------------------------------------------
+def _permanent_errors() -> tuple[type[BaseException], ...]:
+    from traceo_finops.config import ConfigError
+    from traceo_finops.kit.outcome import PermanentError
+    from traceo_finops.pricing import PricingError
+    from traceo_finops.prometheus import PrometheusAuthError
+    from traceo_finops.quality import DataQualityError
+
+    return (ConfigError, ConnectionMissing, PermanentError, PricingError, PrometheusAuthError, DataQualityError)
+
+
+def _fail_fast(call: Callable[[], Any]) -> Any:
+    """Run ``call``; an error that no retry can fix fails the task at once (no retries, ~4 minutes saved)."""
+    try:
+        return call()
+    except _permanent_errors() as exc:
+        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+
+
+def run_context(workflow: str, context: Mapping[str, Any] | None = None) -> RunContext:
+    """The running task's :class:`RunContext` for ``workflow`` (a key under ``workflows`` in the config)."""
+    from traceo_finops.config import load_config
+    from traceo_finops.kit.context import RunContext, lookback_of
+    from traceo_finops.kit.outcome import PermanentError
+    from traceo_finops.window import report_window
+
+    ctx = context or get_current_context()
+    cfg = load_config()
+    ti = ctx.get("ti")
+    try:
+        window = report_window(ctx.get("data_interval_start"), ctx.get("data_interval_end") or ctx["logical_date"],
+                               lookback_of(cfg, workflow))
+    except ValueError as exc:
+        raise PermanentError(f"run {ctx['run_id']}: {exc}") from None
+    return RunContext(cfg=cfg, workflow=workflow, dag_id=ctx["dag"].dag_id, run_id=ctx["run_id"], window=window,
+                      params=dict(ctx.get("params") or {}), try_number=int(getattr(ti, "try_number", 1) or 1),
+                      connections=connection_fields, store_factory=report_store, poster_factory=slack_poster)
+
+
+def _workflow(workflow: str) -> ModuleType:
+    return importlib.import_module(f"traceo_finops.{_PACKAGES[workflow]}.workflow")
+
+
+def step(workflow: str, name: str, *args: Any) -> Any:
+    """Call ``traceo_finops.<workflow>.workflow.<name>(ctx, *args)`` with this task's run context."""
+    return _fail_fast(lambda: getattr(_workflow(workflow), name)(run_context(workflow), *args))
+
+
+def target_step(workflow: str, name: str, target: Mapping[str, Any], *args: Any) -> dict[str, Any]:
+    """One target's step under the failure policy: a failure is that target's recorded error, the run goes on."""
+    from traceo_finops.kit.context import Target
+    from traceo_finops.kit.outcome import run_target
+
+    ctx = _fail_fast(lambda: run_context(workflow))
+    fn = getattr(_workflow(workflow), name)
+    tgt = Target.from_dict(target)
+    return run_target(tgt, lambda: fn(ctx, tgt, *args), name)
+
+
+def publish_step(workflow: str, *inputs: Any) -> dict[str, Any]:
+    """Build the workflow's report from its targets' results and publish it as one committed set."""
+    from traceo_finops.kit.publish import publish
+
+    def run() -> dict[str, Any]:
+        ctx = run_context(workflow)
+        report, results = _workflow(workflow).build(ctx, *inputs)
+        written = publish(ctx, report, results)
+        _record_asset_events(written)
+        return written
+
+    return _fail_fast(run)
+
+
+def _record_asset_events(written: Mapping[str, Any]) -> None:
+    """Attach where each dataset went to its Asset event (shown in the Assets view)."""
+    try:
+        events = get_current_context()["outlet_events"]
+    except (KeyError, RuntimeError):
+        return
+    for name, entry in (written.get("datasets") or {}).items():
+        asset = assets(name)[0]
+        try:
+            events[asset].extra = {"uri": entry["uri"], "rows": entry["rows"], "report_date": written["report_date"],
+                                   "run_id": written["run_id"], "coverage": written.get("coverage", "")}
+        except (KeyError, TypeError, ValueError):
+            continue  # not declared as an outlet of this task
+
+
+def digest_step(workflow: str, written: Mapping[str, Any]) -> bool:
+    """The workflow's Slack digest, once per run, with its coverage and failed targets."""
+    from traceo_finops.kit.digest import post_digest
+
+    return bool(_fail_fast(lambda: post_digest(run_context(workflow), written, _workflow(workflow).digest)))
+
+
+def verdict_step(written: Mapping[str, Any]) -> None:
+    """Fail the run, without retries, when a target failed (its report and digest are already out)."""
+    from traceo_finops.kit.outcome import verdict
+
+    _fail_fast(lambda: verdict(written))

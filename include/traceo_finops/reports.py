@@ -12,7 +12,10 @@ Names starting with ``_`` are ignored by Hive-style readers.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
+import os
 import posixpath
 import uuid
 from collections.abc import Iterable, Mapping
@@ -31,6 +34,7 @@ log = logging.getLogger(__name__)
 PART_FILE = "part-0.parquet"
 STAGING_DIR = "_staging"
 ARTIFACTS_DIR = "_artifacts"
+RUN_ID_COLUMN = "run_id"  # added to every row at write time: which run a row comes from
 
 
 class ReportError(RuntimeError):
@@ -96,6 +100,8 @@ class ReportStore:
         ``secret_key``, ``session_token``, ``region``, ``endpoint_override``, ``scheme``).
         """
         self.uri = root.rstrip("/")
+        self.s3_options = dict(s3_options or {})
+        self.staging_scope: tuple[str, ...] = ()
         if filesystem is not None:
             self.fs, self.base = filesystem, _strip_scheme(self.uri)
         elif self.uri.startswith("s3://"):
@@ -110,8 +116,27 @@ class ReportStore:
     def _uri(self, path: str) -> str:
         return f"s3://{path}" if isinstance(self.fs, pafs.S3FileSystem) else path
 
-    def partition_dir(self, dataset: str, report_date: date) -> str:
-        return posixpath.join(self.base, dataset, f"report_date={report_date.isoformat()}")
+    def partition_dir(self, dataset: str, report_date: date, partition: Mapping[str, str] | None = None) -> str:
+        """``<dataset>/[k=v/…]report_date=D``: Hive-style keys before the report date (e.g. ``dag_id``)."""
+        keys = [f"{k}={v}" for k, v in (partition or {}).items()]
+        return posixpath.join(self.base, dataset, *keys, f"report_date={report_date.isoformat()}")
+
+    def path(self, *parts: str) -> str:
+        """A path under the root (for markers and locks)."""
+        return posixpath.join(self.base, *parts)
+
+    def uri_of(self, path: str) -> str:
+        return self._uri(path)
+
+    def scoped(self, *scope: str) -> ReportStore:
+        """The same store whose staging folders live under ``_staging/<scope…>`` (one publisher's own)."""
+        clone = copy.copy(self)
+        clone.staging_scope = tuple(scope)
+        return clone
+
+    @property
+    def staging_root(self) -> str:
+        return posixpath.join(self.base, STAGING_DIR, *self.staging_scope)
 
     def dataset_uri(self, dataset: str) -> str:
         return self._uri(posixpath.join(self.base, dataset))
@@ -140,7 +165,7 @@ class ReportStore:
         if self.is_s3:
             self._write_bytes(final, payload)
             return
-        staging = posixpath.join(self.base, STAGING_DIR, uuid.uuid4().hex)
+        staging = posixpath.join(self.staging_root, uuid.uuid4().hex)
         try:
             self.fs.create_dir(staging, recursive=True)
         except OSError as exc:
@@ -157,9 +182,18 @@ class ReportStore:
                 log.warning("could not remove staging folder %s", staging)
 
     def write_partition(self, dataset: Dataset, report_date: date, rows: Iterable[Mapping[str, Any]] | pa.Table,
-                        metadata: Mapping[str, str] | None = None) -> WrittenPartition:
-        """Write (or replace) the partition of ``dataset`` for ``report_date``; return where it went."""
+                        metadata: Mapping[str, str] | None = None, *, run_id: str | None = None,
+                        partition: Mapping[str, str] | None = None) -> WrittenPartition:
+        """Write (or replace) the partition of ``dataset`` for ``report_date``; return where it went.
+
+        With ``run_id`` every row carries it in a ``run_id`` column (and the file in its metadata), so
+        a reader can tell which run each partition comes from.
+        """
         table = dataset.table(rows)
+        if run_id is not None:
+            table = table.append_column(pa.field(RUN_ID_COLUMN, pa.string(), nullable=False),
+                                        pa.array([run_id] * table.num_rows, pa.string()))
+            metadata = {**(metadata or {}), "run_id": run_id}
         meta = {
             "traceo.dataset": dataset.name,
             "traceo.schema_version": str(dataset.version),
@@ -167,7 +201,7 @@ class ReportStore:
             **{f"traceo.{k}": str(v) for k, v in (metadata or {}).items()},
         }
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
-        final = posixpath.join(self.partition_dir(dataset.name, report_date), PART_FILE)
+        final = posixpath.join(self.partition_dir(dataset.name, report_date, partition), PART_FILE)
         # Serialise in memory first: a failure here leaves nothing anywhere.
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink, compression="zstd")
@@ -203,13 +237,50 @@ class ReportStore:
                               f"failed: {exc}") from None
         return self._uri(final)
 
+    def write_file(self, path: str, content: bytes) -> str:
+        """Replace the file at ``path`` (under the root) atomically, as partitions are; return its URI."""
+        try:
+            self._publish(path, content)
+        except OSError as exc:
+            raise ReportError(f"writing {self._uri(path)} failed: {exc}") from None
+        return self._uri(path)
+
+    def create_exclusive(self, path: str, content: bytes) -> bool:
+        """Create ``path`` only if it does not exist (atomically); False when it already exists.
+
+        Local disk: ``O_CREAT | O_EXCL``. S3: a conditional PUT (``If-None-Match: *``), which S3
+        answers 412 when the key exists.
+        """
+        if self.is_s3:
+            return _s3_put_if_absent(self.s3_options, path, content)
+        os.makedirs(posixpath.dirname(path), exist_ok=True)
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as out:
+            out.write(content)
+        return True
+
+    def delete_file(self, path: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.delete_file(path)
+
+    def read_file(self, path: str) -> bytes | None:
+        """The content of ``path`` under the root, or None when it does not exist."""
+        try:
+            with self.fs.open_input_stream(path) as src:
+                return bytes(src.read())
+        except FileNotFoundError:
+            return None
+
     # -- reading -------------------------------------------------------------------------
-    def exists(self, dataset: str, report_date: date) -> bool:
-        final = posixpath.join(self.partition_dir(dataset, report_date), PART_FILE)
+    def exists(self, dataset: str, report_date: date, partition: Mapping[str, str] | None = None) -> bool:
+        final = posixpath.join(self.partition_dir(dataset, report_date, partition), PART_FILE)
         return self.fs.get_file_info(final).type == pafs.FileType.File
 
-    def read_partition(self, dataset: str, report_date: date) -> pa.Table:
-        final = posixpath.join(self.partition_dir(dataset, report_date), PART_FILE)
+    def read_partition(self, dataset: str, report_date: date, partition: Mapping[str, str] | None = None) -> pa.Table:
+        final = posixpath.join(self.partition_dir(dataset, report_date, partition), PART_FILE)
         try:
             return pq.read_table(final, filesystem=self.fs)
         except FileNotFoundError:
@@ -220,6 +291,27 @@ class ReportStore:
         path = posixpath.join(self.artifact_dir(dataset, report_date), filename)
         with self.fs.open_input_stream(path) as src:
             return src.read()
+
+
+def _s3_put_if_absent(options: Mapping[str, Any], path: str, content: bytes) -> bool:
+    """One conditional PUT with boto3 (pyarrow's S3 filesystem cannot send If-None-Match)."""
+    import boto3
+    from botocore.exceptions import ClientError
+
+    endpoint = options.get("endpoint_override")
+    client = boto3.client(
+        "s3", aws_access_key_id=options.get("access_key"), aws_secret_access_key=options.get("secret_key"),
+        aws_session_token=options.get("session_token"), region_name=options.get("region"),
+        endpoint_url=f"{options.get('scheme', 'https')}://{endpoint}" if endpoint else None)
+    bucket, _, key = path.partition("/")
+    try:
+        client.put_object(Bucket=bucket, Key=key, Body=content, IfNoneMatch="*")
+    except ClientError as exc:
+        if (exc.response or {}).get("Error", {}).get("Code") in ("PreconditionFailed", "412",
+                                                                 "ConditionalRequestConflict"):
+            return False
+        raise ReportError(f"creating s3://{path} failed: {exc}") from None
+    return True
 
 
 def _strip_scheme(uri: str) -> str:

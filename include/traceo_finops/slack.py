@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -30,6 +31,33 @@ SENT_DIR = "slack_digests"
 
 class SlackError(RuntimeError):
     """The digest could not be delivered; the message names the connection and the answer."""
+
+
+# A webhook URL's path is its token: https://hooks.slack.com/services/T…/B…/secret.
+_WEBHOOK_PATH = re.compile(r"(/services/)[A-Za-z0-9_]+/[A-Za-z0-9_]+/[A-Za-z0-9_]+")
+
+
+def scrub(text: str, secrets: Sequence[str] = ()) -> str:
+    """``text`` with every webhook token path and every given secret replaced by ``***``."""
+    for secret in sorted((s for s in secrets if s and len(s) >= 4), key=len, reverse=True):
+        text = text.replace(secret, "***")
+        text = text.replace(secret.lstrip("/"), "***")
+    return _WEBHOOK_PATH.sub(r"\1***", text)
+
+
+class ScrubFilter(logging.Filter):
+    """A logging filter that scrubs secrets from records (slack_sdk logs request URLs on retries)."""
+
+    def __init__(self, secrets: Sequence[str]) -> None:
+        super().__init__()
+        self.secrets = list(secrets)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = scrub(message, self.secrets)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
 
 
 @dataclass(frozen=True)

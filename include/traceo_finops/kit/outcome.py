@@ -1,0 +1,98 @@
+"""The one failure policy of every workflow.
+
+A target (source, tenant, bucket, batch) that fails is recorded with its error; the other
+targets' results are still written; the digest says which targets failed and the report's
+totals state their coverage; and the run then fails, naming them, without retries (its
+partial report is already written, and a retry of the verdict could not change it).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from traceo_finops.kit.context import Target, coverage
+
+log = logging.getLogger(__name__)
+
+
+class WorkflowError(RuntimeError):
+    """A run cannot go on; the message names the target or setting and the problem."""
+
+
+class PermanentError(WorkflowError):
+    """Retrying cannot help (a bad configuration, param or target list): the task fails at once."""
+
+
+class NoTargets(PermanentError):
+    """The configuration gives a workflow nothing to work on."""
+
+
+class TargetsFailed(PermanentError):
+    """Some targets failed; the others' results were written. Raised by the run's last step."""
+
+
+@dataclass(frozen=True)
+class TargetResult:
+    """What one target's step produced, or why it failed."""
+
+    target: Target
+    error: str = ""
+    payload: Any = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"target": self.target.as_dict(), "error": self.error, "payload": self.payload}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TargetResult:
+        return cls(Target.from_dict(data["target"]), str(data.get("error") or ""), data.get("payload"))
+
+
+def run_target(target: Target, step: Callable[[], Any], what: str = "") -> dict[str, Any]:
+    """Run one target's ``step``; any failure becomes that target's recorded error (the run goes on)."""
+    try:
+        payload = step()
+    except Exception as exc:  # the failure policy: record, go on, fail the run at the end
+        message = str(exc) or type(exc).__name__
+        if target.label not in message and (target.source or target.bucket) not in message:
+            message = f"{target.label}: {message}"
+        log.error("%s%s failed: %s", target.label, f" ({what})" if what else "", message)
+        return TargetResult(target, error=message).as_dict()
+    return TargetResult(target, payload=payload).as_dict()
+
+
+def results_of(items: Iterable[Mapping[str, Any]]) -> list[TargetResult]:
+    return [TargetResult.from_dict(i) for i in items]
+
+
+def split(results: Sequence[TargetResult]) -> tuple[list[TargetResult], list[TargetResult]]:
+    """(succeeded, failed)."""
+    return [r for r in results if r.ok], [r for r in results if not r.ok]
+
+
+def failures(results: Iterable[TargetResult]) -> list[dict[str, str]]:
+    """One ``{target, error}`` per failed target, de-duplicated (a target may fail in two steps)."""
+    seen: dict[str, str] = {}
+    for r in results:
+        if not r.ok:
+            seen.setdefault(r.target.label, r.error)
+    return [{"target": t, "error": e} for t, e in seen.items()]
+
+
+def coverage_of(results: Sequence[TargetResult]) -> str:
+    ok, failed = split(results)
+    return coverage([r.target for r in ok], [r.target for r in failed])
+
+
+def verdict(written: Mapping[str, Any]) -> None:
+    """Fail the run (no retries) when a target failed; its error and the others' report are on record."""
+    failed = written.get("failed_targets") or []
+    if failed:
+        raise TargetsFailed(f"{len(failed)} target(s) failed ({written.get('coverage', '')} reported): "
+                            + "; ".join(f"{f['target']}: {f['error']}" for f in failed))

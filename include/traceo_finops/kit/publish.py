@@ -1,0 +1,275 @@
+"""The one publish path: a run's datasets and artifacts go out as one committed set.
+
+``publish(ctx, report, results)``:
+
+1. checks every dataset with Great Expectations before anything is written (a failure writes
+   only the ``quality_checks`` record of it and raises, so the previous report stays);
+2. takes the lock of this DAG and report date (exclusive create locally, a conditional PUT on
+   S3), so two runs of one date (a manual run beside a scheduled one) publish one after the
+   other, never interleaved;
+3. removes what killed publishers of this DAG and date left under ``_staging/``;
+4. writes every partition (each row carries the ``run_id``), the artifacts, ``run_targets`` and
+   ``quality_checks``;
+5. writes the commit marker ``_commits/<dag_id>/report_date=D.json`` last.
+
+A reader in the project reads a partition only when its ``run_id`` is the one the marker names
+(:func:`read_committed`): a publish killed half-way leaves a date that is visibly uncommitted,
+never one that silently mixes two runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from traceo_finops.kit.context import RunContext, Target
+from traceo_finops.kit.datasets import QUALITY_CHECKS, RUN_TARGETS, TARGET_FAILED, TARGET_OK
+from traceo_finops.kit.outcome import TargetResult, coverage_of, failures
+from traceo_finops.reports import RUN_ID_COLUMN, STAGING_DIR, Dataset, ReportError, ReportStore
+
+log = logging.getLogger(__name__)
+
+LOCKS_DIR = "_locks"
+COMMITS_DIR = "_commits"
+# A publish writes a few files in seconds; a lock older than this was left by a killed run.
+LOCK_STALE_AFTER = timedelta(minutes=30)
+LOCK_WAIT = timedelta(minutes=10)
+
+
+class PublishError(ReportError):
+    """The set could not be published; the message names the DAG, the date and the problem."""
+
+
+@dataclass
+class Report:
+    """What a workflow's build step hands to :func:`publish`."""
+
+    datasets: list[tuple[Dataset, Any]]  # (dataset, rows or an Arrow table)
+    # (dataset name, file name) -> content, written under _artifacts/<dataset>/report_date=D/.
+    artifacts: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)  # extra file metadata for every dataset
+    summary: dict[str, Any] = field(default_factory=dict)  # small, JSON-safe: goes back to the DAG
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+# -- lock ------------------------------------------------------------------------------------------------
+def _lock_path(store: ReportStore, dag_id: str, day: date) -> str:
+    return store.path(LOCKS_DIR, dag_id, f"report_date={day.isoformat()}.lock")
+
+
+@contextlib.contextmanager
+def publish_lock(store: ReportStore, dag_id: str, day: date, run_id: str, *, wait: timedelta = LOCK_WAIT,
+                 stale_after: timedelta = LOCK_STALE_AFTER, poll: float = 0.5) -> Iterator[None]:
+    """Hold the publish lock of ``dag_id`` and ``day``; wait for another run's publish to finish.
+
+    A lock left by an earlier attempt of the same run, or older than ``stale_after``, was left by
+    a killed publisher and is taken over.
+    """
+    path = _lock_path(store, dag_id, day)
+    token = uuid.uuid4().hex
+    body = json.dumps({"run_id": run_id, "token": token, "host": socket.gethostname(), "pid": os.getpid(),
+                       "acquired_at": _now().isoformat()}).encode()
+    deadline = time.monotonic() + wait.total_seconds()
+    while not store.create_exclusive(path, body):
+        held = _read_json(store, path)
+        if held is None:
+            continue  # released between our create and our read
+        since = _parse_time(held.get("acquired_at"))
+        if held.get("run_id") == run_id or since is None or _now() - since > stale_after:
+            log.warning("taking over the publish lock of %s %s left by run %s at %s", dag_id, day,
+                        held.get("run_id"), held.get("acquired_at"))
+            store.delete_file(path)
+            continue
+        if time.monotonic() > deadline:
+            raise PublishError(f"{dag_id} report date {day}: run {held.get('run_id')!r} has been publishing since "
+                               f"{held.get('acquired_at')} ({store.uri_of(path)}); gave up waiting after {wait}")
+        time.sleep(poll)
+    try:
+        yield
+    finally:
+        held = _read_json(store, path)
+        if held is not None and held.get("token") == token:
+            store.delete_file(path)
+
+
+def _read_json(store: ReportStore, path: str) -> dict[str, Any] | None:
+    raw = store.read_file(path)
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _parse_time(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+
+
+def _clean_staging(store: ReportStore) -> int:
+    """Remove the staging folders that killed publishers of this scope left; return how many."""
+    if store.is_s3:
+        return 0  # S3 publishes with one PUT per file: nothing is staged there
+    try:
+        infos = store.fs.get_file_info(pafs.FileSelector(store.staging_root, allow_not_found=True))
+    except OSError:
+        return 0
+    removed = 0
+    for info in infos:
+        if info.type == pafs.FileType.Directory:
+            store.fs.delete_dir(info.path)
+            removed += 1
+    if removed:
+        log.info("removed %d staging folder(s) left by killed runs under %s", removed, store.staging_root)
+    return removed
+
+
+# -- commit marker ---------------------------------------------------------------------------------------
+def commit_path(store: ReportStore, dag_id: str, day: date) -> str:
+    return store.path(COMMITS_DIR, dag_id, f"report_date={day.isoformat()}.json")
+
+
+def read_commit(store: ReportStore, dag_id: str, day: date) -> dict[str, Any] | None:
+    """The commit marker of ``dag_id``'s report date ``day``, or None when nothing was committed."""
+    return _read_json(store, commit_path(store, dag_id, day))
+
+
+def commits(store: ReportStore) -> list[dict[str, Any]]:
+    """Every commit marker under the root (one per DAG and report date)."""
+    out = []
+    base = store.path(COMMITS_DIR)
+    selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
+    for info in store.fs.get_file_info(selector):
+        if info.type == pafs.FileType.File and info.base_name.endswith(".json"):
+            marker = _read_json(store, info.path)
+            if marker:
+                out.append(marker)
+    return sorted(out, key=lambda m: (m.get("dag_id", ""), m.get("report_date", "")))
+
+
+def read_committed(store: ReportStore, dataset: str, day: date) -> pa.Table:
+    """The partition of ``dataset`` for ``day`` if it belongs to the committed run; else a clear error."""
+    marker = next((m for m in commits(store) if m.get("report_date") == day.isoformat()
+                   and dataset in (m.get("datasets") or {})), None)
+    if marker is None:
+        raise ReportError(f"dataset {dataset!r} has no committed report for {day} under {store.uri}")
+    entry = marker["datasets"][dataset]
+    table = store.read_partition(dataset, day, entry.get("partition") or None)
+    runs = set(table.column(RUN_ID_COLUMN).to_pylist()) if RUN_ID_COLUMN in table.column_names else set()
+    if runs and runs != {marker["run_id"]}:
+        raise ReportError(f"dataset {dataset!r} {day}: the partition comes from run(s) {sorted(runs)} but the last "
+                          f"committed run of {marker['dag_id']} is {marker['run_id']!r}: a publish is in progress or "
+                          "was killed; rerun that date")
+    return table
+
+
+# -- publish ---------------------------------------------------------------------------------------------
+def _rows_by_target(tables: Sequence[tuple[Dataset, pa.Table]], target: Target) -> int:
+    """Rows of this run's datasets that belong to ``target`` (by bucket, or by source and tenant)."""
+    count = 0
+    for _, table in tables:
+        names = table.column_names
+        if target.bucket and "bucket" in names:
+            count += table.column("bucket").to_pylist().count(target.bucket)
+        elif target.source and "source" in names:
+            sources = table.column("source").to_pylist()
+            tenants = table.column("tenant").to_pylist() if "tenant" in names else [""] * len(sources)
+            count += sum(1 for s, t in zip(sources, tenants, strict=True)
+                         if s == target.source and (t or "") == target.tenant)
+    return count
+
+
+def run_target_rows(ctx: RunContext, results: Sequence[TargetResult],
+                    tables: Sequence[tuple[Dataset, pa.Table]]) -> list[dict[str, Any]]:
+    """One ``run_targets`` row per source/tenant/bucket (batches are counted in their owner)."""
+    owners: dict[Target, str] = {}
+    for r in results:
+        owner = r.target.owner
+        if not r.ok and not owners.get(owner):
+            owners[owner] = r.error
+        owners.setdefault(owner, "")
+    return [{"target": t.label, "kind": t.kind.value, "source": t.source, "tenant": t.tenant, "bucket": t.bucket,
+             "status": TARGET_FAILED if err else TARGET_OK, "error": err,
+             "rows_written": _rows_by_target(tables, t), "window_start": ctx.window.start,
+             "window_end": ctx.window.end} for t, err in owners.items()]
+
+
+def publish(ctx: RunContext, report: Report, results: Sequence[TargetResult] = ()) -> dict[str, Any]:
+    """Check, then write ``report`` as this run's one committed set; return what was written (XCom-safe)."""
+    from traceo_finops.quality import DataQualityError, check
+
+    day = ctx.report_date
+    tables = [(dataset, dataset.table(rows)) for dataset, rows in report.datasets]
+    run_targets = RUN_TARGETS.table(run_target_rows(ctx, results, tables))
+    checked_at = _now()
+    quality = [check(d.name, t, d.expectations, raise_on_failure=False) for d, t in (*tables, (RUN_TARGETS,
+                                                                                              run_targets))]
+    quality_rows = [{"dataset": q.dataset, "suite": f"{q.dataset}_suite", "rows": q.rows,
+                     "expectations_run": q.checked, "failures": q.failed, "success": q.success,
+                     "checked_at": checked_at} for q in quality]
+    store = ctx.store.scoped(ctx.dag_id, f"report_date={day.isoformat()}")
+    kit_partition = {"dag_id": ctx.dag_id}
+    meta = {"dag_id": ctx.dag_id, **{k: str(v) for k, v in ctx.window.as_dict().items()}, **report.metadata}
+    bad = [q for q in quality if not q.success]
+    with publish_lock(store, ctx.dag_id, day, ctx.run_id):
+        if bad:
+            # The record of the refusal is written; the datasets are not, so the last good report stays.
+            store.write_partition(QUALITY_CHECKS, day, quality_rows, meta, run_id=ctx.run_id,
+                                  partition=kit_partition)
+            raise DataQualityError("; ".join(
+                f"dataset {q.dataset!r} failed {len(q.failed)} of {q.checked} expectations: " + " | ".join(q.failed)
+                for q in bad) + " — nothing was published; the previous report of this date stays")
+        _clean_staging(store)
+        written: dict[str, Any] = {}
+        for dataset, table in tables:
+            written[dataset.name] = store.write_partition(dataset, day, table, meta, run_id=ctx.run_id).as_dict()
+        for dataset, rows in ((RUN_TARGETS, run_targets), (QUALITY_CHECKS, quality_rows)):
+            entry = store.write_partition(dataset, day, rows, meta, run_id=ctx.run_id, partition=kit_partition)
+            written[dataset.name] = {**entry.as_dict(), "partition": kit_partition}
+        artifacts = [store.write_artifact(name, day, filename, content)
+                     for (name, filename), content in sorted(report.artifacts.items())]
+        failed = failures(results)
+        marker = {"dag_id": ctx.dag_id, "run_id": ctx.run_id, "report_date": day.isoformat(),
+                  "committed_at": _now().isoformat(), "window": ctx.window.as_dict(),
+                  "datasets": written, "artifacts": artifacts, "coverage": coverage_of(results),
+                  "failed_targets": failed}
+        store.write_file(commit_path(store, ctx.dag_id, day), json.dumps(marker, indent=1, default=str).encode())
+    log.info("published %s %s (run %s): %s; coverage %s", ctx.dag_id, day, ctx.run_id,
+             ", ".join(f"{n} {w['rows']} rows" for n, w in written.items()), marker["coverage"])
+    return {**marker, "summary": report.summary}
+
+
+def staging_leftovers(store: ReportStore) -> list[str]:
+    """Staging folders under the root (for tests and the summary CLI)."""
+    base = store.path(STAGING_DIR)
+    infos = store.fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+    return [i.path for i in infos if i.type == pafs.FileType.File]
+
+
+def committed_partitions(store: ReportStore) -> dict[str, list[Mapping[str, Any]]]:
+    """dataset -> the committed partitions ``{report_date, run_id, uri, rows, dag_id}``, oldest first."""
+    out: dict[str, list[Mapping[str, Any]]] = {}
+    for marker in commits(store):
+        for name, entry in (marker.get("datasets") or {}).items():
+            out.setdefault(name, []).append({**entry, "report_date": marker["report_date"],
+                                             "run_id": marker["run_id"], "dag_id": marker["dag_id"]})
+    return out
