@@ -3,7 +3,7 @@
 
 Daily, for every Prometheus source and Mimir tenant in the configuration (one mapped task each):
 
-1. **plan** — the sources/tenants to audit;
+1. **plan** — the sources/tenants to audit (one mapped task each below);
 2. **audit** — count active series per metric and distinct values per label on the server
    (`/api/v1/status/tsdb`, chunked PromQL counts, label-value index lookups; Mimir's
    cardinality API), read who uses each metric and label (rules API / Mimir ruler, rule files,
@@ -13,121 +13,63 @@ Daily, for every Prometheus source and Mimir tenant in the configuration (one ma
    left after each change counted by the server;
 3. **config_audit** — flags and loaded config: WAL compression, retention, scrape intervals,
    HA pairs without deduplication, each finding with its estimated saving;
-4. **write_reports** — price everything, check each dataset with Great Expectations and write
+4. **write_reports** — price everything, check each dataset with Great Expectations and publish
    `cardinality`, `cardinality_labels`, `showback`, `usage_errors` and `config_findings` for this
-   run's report date (a rerun replaces them), plus ready-to-apply `metric_relabel_configs`
-   (Prometheus) or runtime `overrides` (Mimir) YAML beside them;
-5. **post_digest** — the savings and top offenders to Slack (`slack_finops`), once per run.
+   run's report date as one committed set (a rerun replaces it), plus ready-to-apply
+   `metric_relabel_configs` (Prometheus) or runtime `overrides` (Mimir) YAML beside them;
+5. **post_digest** — the savings and top offenders to Slack (`slack_finops`), once per run;
+6. **verdict** — fails the run, without retries, if a source/tenant failed (the others are reported,
+   and `run_targets` says which failed and why).
 
-The window is the run's data interval; a manual run uses `workflows.cardinality.lookback`.
+The window is the run's data interval (daily, midnight to midnight UTC); a manual run uses
+`workflows.cardinality.lookback`.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from airflow.sdk import dag, task
 
-from airflow.sdk import Param, dag, task
+from traceo_finops import airflow_adapter as kit
 
-DEFAULT_ARGS = {"owner": "traceo-finops", "retries": 2, "retry_delay": timedelta(minutes=2)}
+DATASETS = ("cardinality", "cardinality_labels", "showback", "usage_errors", "config_findings")
+TARGET = "{{ task.op_kwargs['target']['label'] }}"
 
 
-@dag(
-    dag_id="finops_cardinality",
-    schedule="@daily",
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
-    tags=["finops", "cardinality", "prometheus", "mimir"],
-    doc_md=__doc__,
-    params={
-        "post_to_slack": Param(True, type="boolean", description="Post the digest to the slack_finops webhook."),
-    },
-)
+@dag(schedule=kit.daily(), **kit.workflow_dag("finops_cardinality", __doc__, tags=["cardinality", "mimir"]))
 def finops_cardinality() -> None:
     @task
-    def plan() -> list[dict[str, str]]:
+    def plan() -> list[dict]:
         """One target per source and Mimir tenant."""
-        from traceo_finops.config import load_config
+        return kit.step("cardinality", "targets")
 
-        cfg = load_config()
-        return [{"source": s.name, "conn_id": s.conn_id, "flavor": s.flavor.value, "tenant": t}
-                for s in cfg.sources for t in (s.tenants or [""])]
-
-    @task(map_index_template="{{ task.op_kwargs['target']['source'] }} {{ task.op_kwargs['target']['tenant'] }}")
-    def audit(target: dict[str, str]) -> dict:
+    @task(map_index_template=TARGET)
+    def audit(target: dict) -> dict:
         """Census, usage, verdicts and showback of one source/tenant."""
-        from traceo_finops.airflow_adapter import prometheus_spec, run_info
-        from traceo_finops.cardinality.workflow import audit_source
-        from traceo_finops.config import PROJECT_ROOT, load_config
-        from traceo_finops.pricing import load_price_table
-        from traceo_finops.prometheus import PrometheusClient
+        return kit.target_step("cardinality", "audit", target)
 
-        cfg = load_config()
-        settings = cfg.workflows.cardinality
-        run = run_info(settings.lookback)
-        prices = load_price_table(cfg.pricing.profile, cfg.pricing.overrides)
-        spec = prometheus_spec(target["conn_id"], target["source"], target["tenant"] or None, target["flavor"])
-        with PrometheusClient(spec) as client:
-            return audit_source(client, target["source"], target["tenant"], run.window.start, run.window.end,
-                                settings, prices.series_month_per_1k("self_hosted"), PROJECT_ROOT)
-
-    @task(map_index_template="{{ task.op_kwargs['target']['source'] }} {{ task.op_kwargs['target']['tenant'] }}")
-    def config_audit(target: dict[str, str]) -> list[dict]:
+    @task(map_index_template=TARGET)
+    def config_audit(target: dict) -> dict:
         """Configuration findings of one source/tenant, with estimated savings."""
-        from traceo_finops.airflow_adapter import prometheus_spec, run_info
-        from traceo_finops.cardinality.config_audit import audit_config_rows
-        from traceo_finops.config import load_config
-        from traceo_finops.pricing import load_price_table
-        from traceo_finops.prometheus import PrometheusClient
+        return kit.target_step("cardinality", "config_audit", target)
 
-        cfg = load_config()
-        run = run_info(cfg.workflows.cardinality.lookback)
-        prices = load_price_table(cfg.pricing.profile, cfg.pricing.overrides)
-        spec = prometheus_spec(target["conn_id"], target["source"], target["tenant"] or None, target["flavor"])
-        with PrometheusClient(spec) as client:
-            return audit_config_rows(client, target["source"], target["tenant"], run.window.end, prices,
-                                     window_start=run.window.start)
+    @task(outlets=kit.assets(*DATASETS, "run_targets", "quality_checks"))
+    def write_reports(audits: list[dict], findings: list[dict]) -> dict:
+        """Check and publish every dataset of this run's report date, and the relabel YAML beside them."""
+        return kit.publish_step("cardinality", list(audits), list(findings))
 
     @task
-    def write_reports(audits: list[dict], findings: list[list[dict]]) -> dict:
-        """Check and write every dataset of this run's report date, and the relabel YAML beside them."""
-        from traceo_finops.airflow_adapter import report_store, run_info
-        from traceo_finops.cardinality.dataset import write_cardinality_reports
-        from traceo_finops.config import load_config
+    def post_digest(written: dict) -> bool:
+        """Savings and top offenders to Slack, once per run."""
+        return kit.digest_step("cardinality", written)
 
-        cfg = load_config()
-        run = run_info(cfg.workflows.cardinality.lookback)
-        return write_cardinality_reports(report_store(cfg), run.window, list(audits),
-                                         [row for rows in findings for row in rows],
-                                         metadata={"dag_id": run.dag_id, "run_id": run.run_id})
-
-    @task
-    def post_digest(written: dict, params: dict | None = None) -> bool:
-        """Savings and top offenders to Slack, once per run even when the task is retried."""
-        from datetime import date
-
-        from traceo_finops.airflow_adapter import report_store, run_info, slack_poster
-        from traceo_finops.cardinality.dataset import CARDINALITY, SHOWBACK, USAGE_ERRORS, cardinality_digest
-        from traceo_finops.config import load_config
-        from traceo_finops.slack import delivery_key, post_once
-
-        cfg = load_config()
-        if not (cfg.slack.enabled and (params or {}).get("post_to_slack", True)):
-            return False
-        run = run_info(cfg.workflows.cardinality.lookback)
-        store = report_store(cfg)
-        day = date.fromisoformat(written["report_date"])
-        digest = cardinality_digest(store.read_partition(CARDINALITY.name, day).to_pylist(),
-                                    store.read_partition(SHOWBACK.name, day).to_pylist(),
-                                    written["cardinality"]["uri"], written["report_date"],
-                                    cfg.workflows.cardinality.top_n_in_digest,
-                                    store.read_partition(USAGE_ERRORS.name, day).num_rows)
-        return post_once(store, day, delivery_key(run.dag_id, run.run_id, CARDINALITY.name), digest,
-                         slack_poster(cfg.slack.conn_id))
+    @task(retries=0)
+    def verdict(written: dict) -> None:
+        """Fail the run if a source/tenant failed; its error is in run_targets and the digest."""
+        kit.verdict_step(written)
 
     targets = plan()
-    post_digest(write_reports(audit.expand(target=targets), config_audit.expand(target=targets)))
+    written = write_reports(audit.expand(target=targets), config_audit.expand(target=targets))
+    post_digest(written) >> verdict(written)
 
 
 finops_cardinality()

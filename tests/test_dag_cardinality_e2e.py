@@ -181,7 +181,7 @@ def test_slack_500_then_200_is_retried(devstack: dict[str, str], finops_config: 
     assert [r["status"] for r in attempts] == [500, 200]
 
 
-def test_unreachable_prometheus_fails_the_run_and_writes_nothing(
+def test_unreachable_prometheus_fails_the_run_and_records_why(
         devstack: dict[str, str], finops_config: Path, cardinality_dag: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     import json
     import socket
@@ -195,6 +195,13 @@ def test_unreachable_prometheus_fails_the_run_and_writes_nothing(
         monkeypatch.setattr(t, "retries", 0)
     run = cardinality_dag.test()
     assert run.state == "failed"
-    failed = {ti.task_id: ti.state for ti in run.get_task_instances()}
-    assert failed["audit"] == "failed" and failed["write_reports"] == "upstream_failed"
-    assert not (finops_config.parent / "reports" / "cardinality").exists()
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    # The failure policy: the target's error is recorded, and with every target failed nothing but that
+    # record is published (an empty set would replace the date's last good report).
+    assert states["audit"] == "success" and states["write_reports"] == "failed"
+    root = finops_config.parent / "reports"
+    assert not (root / "cardinality").exists()
+    record = pq.read_table(next(root.glob("run_targets/dag_id=finops_cardinality/report_date=*/part-0.parquet")))
+    [row] = record.to_pylist()
+    assert row["status"] == "failed" and row["target"] == "devstack"
+    assert f"127.0.0.1:{port}" in row["error"] and "devstack" in row["error"]

@@ -45,17 +45,26 @@ class ConnectionMissing(LookupError):
 DEFAULT_ARGS: dict[str, Any] = {"owner": "traceo-finops", "retries": 2, "retry_delay": timedelta(minutes=2)}
 
 
-def workflow_dag(dag_id: str, doc: str | None, *, tags: list[str], params: Mapping[str, Param] | None = None,
-                 cron: str = "0 0 * * *") -> dict[str, Any]:
-    """The ``@dag`` arguments every workflow shares.
+def daily() -> CronDataIntervalTimetable:
+    """Every day at 00:00 UTC, each run covering the day before: ``[d, d+1)``.
 
-    The timetable is an explicit data-interval one: on Airflow 3.3 defaults a cron string such as
-    ``@daily`` becomes a trigger timetable whose runs (and backfills) have no interval, and every
-    report window comes from the interval.
+    An explicit data-interval timetable: on Airflow 3.3 defaults a cron string such as ``@daily``
+    becomes a trigger timetable whose runs (and backfills) have no interval, and every report
+    window comes from the interval.
     """
+    return CronDataIntervalTimetable("0 0 * * *", timezone="UTC")
+
+
+def weekly() -> CronDataIntervalTimetable:
+    """Every Monday at 00:00 UTC, each run covering the week before."""
+    return CronDataIntervalTimetable("0 0 * * 1", timezone="UTC")
+
+
+def workflow_dag(dag_id: str, doc: str | None, *, tags: list[str],
+                 params: Mapping[str, Param] | None = None) -> dict[str, Any]:
+    """The ``@dag`` arguments every workflow shares (the schedule is written in each DAG file)."""
     return {
         "dag_id": dag_id,
-        "schedule": CronDataIntervalTimetable(cron, timezone="UTC"),
         "start_date": datetime(2026, 1, 1),
         "catchup": False,
         "max_active_runs": 1,
@@ -230,13 +239,28 @@ def run_context(workflow: str, context: Mapping[str, Any] | None = None) -> RunC
     cfg = load_config()
     ti = ctx.get("ti")
     try:
-        window = report_window(ctx.get("data_interval_start"), ctx.get("data_interval_end") or ctx["logical_date"],
-                               lookback_of(cfg, workflow))
+        window = report_window(*_interval(ctx), lookback_of(cfg, workflow))
     except ValueError as exc:
         raise PermanentError(f"run {ctx['run_id']}: {exc}") from None
     return RunContext(cfg=cfg, workflow=workflow, dag_id=ctx["dag"].dag_id, run_id=ctx["run_id"], window=window,
                       params=dict(ctx.get("params") or {}), try_number=int(getattr(ti, "try_number", 1) or 1),
                       connections=connection_fields, store_factory=report_store, poster_factory=slack_poster)
+
+
+def _interval(ctx: Mapping[str, Any]) -> tuple[Any, Any]:
+    """The run's data interval; a manual or asset-triggered run reports on its lookback up to its logical date.
+
+    Scheduled runs and backfills have the real interval of the data-interval timetable. A manual run
+    of such a timetable is given the last complete interval, but someone who triggers a run by hand
+    asks about "now" (or about the logical date they chose), so the configured lookback up to that
+    instant decides — an empty interval, as :func:`~traceo_finops.window.report_window` reads it.
+    """
+    run = ctx.get("dag_run")
+    run_type = str(getattr(getattr(run, "run_type", None), "value", getattr(run, "run_type", "")) or "")
+    if run_type in ("manual", "asset_triggered"):
+        at = ctx.get("logical_date") or getattr(run, "run_after", None)
+        return at, at
+    return ctx.get("data_interval_start"), ctx.get("data_interval_end") or ctx.get("logical_date")
 
 
 def _workflow(workflow: str) -> ModuleType:

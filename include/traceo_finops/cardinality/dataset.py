@@ -140,33 +140,3 @@ def cardinality_digest(rows: Sequence[Mapping[str, Any]], showback: Sequence[Map
                      f"{float(r['monthly_saving_usd']):,.2f}") for r in top],
         footer=f"Report: {report_uri} · relabel configs beside it under _artifacts/cardinality/",
     )
-
-
-def write_cardinality_reports(store: Any, window: Any, audits: Sequence[Mapping[str, Any]],
-                              findings: Sequence[Mapping[str, Any]], metadata: Mapping[str, str]) -> dict[str, Any]:
-    """Check every dataset with Great Expectations, then write them all and the relabel YAML.
-
-    All datasets are checked before the first one is written, so a failed check leaves the
-    previous reports of this date untouched.
-    """
-    from traceo_finops.cardinality.config_audit import CONFIG_FINDINGS
-    from traceo_finops.quality import check
-
-    tables = [(dataset, dataset.table([row for a in audits for row in a[key]]))
-              for dataset, key in ((CARDINALITY, "cardinality"), (CARDINALITY_LABELS, "labels"),
-                                   (SHOWBACK, "showback"), (USAGE_ERRORS, "errors"))]
-    tables.append((CONFIG_FINDINGS, CONFIG_FINDINGS.table(list(findings))))
-    for dataset, table in tables:
-        check(dataset.name, table, dataset.expectations)
-    meta = {**metadata, **window.as_dict()}
-    written: dict[str, Any] = {"report_date": window.report_date.isoformat()}
-    for dataset, table in tables:
-        written[dataset.name] = store.write_partition(dataset, window.report_date, table, metadata=meta).as_dict()
-    artifacts = []
-    for a in audits:
-        prefix = "-".join(p for p in (a["source"], a["tenant"]) if p)
-        for name, text in sorted(a["relabel"].items()):
-            artifacts.append(store.write_artifact(CARDINALITY.name, window.report_date, f"{prefix}-{name}",
-                                                  text.encode()))
-    written["artifacts"] = artifacts
-    return written

@@ -1,11 +1,12 @@
-"""One source/tenant's cardinality audit: census, usage, verdicts, showback — as report rows."""
+"""The steps of ``finops_cardinality``: targets, one source/tenant's audit (census, usage, verdicts,
+showback) and config audit, the report build, and the digest."""
 
 from __future__ import annotations
 
 import glob
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -22,7 +23,12 @@ from traceo_finops.cardinality.recommend import (
     durable_wildcards,
     judge,
 )
+from traceo_finops.config import PROJECT_ROOT, config_path
+from traceo_finops.kit.context import RunContext, Target, source_targets
+from traceo_finops.kit.outcome import NoTargets, TargetResult, results_of
+from traceo_finops.kit.publish import Report, read_committed
 from traceo_finops.prometheus import PrometheusClient, quote
+from traceo_finops.slack import Digest
 from traceo_finops.usage import UsageIndex
 
 log = logging.getLogger(__name__)
@@ -207,3 +213,62 @@ def audit_source(client: PrometheusClient, source: str, tenant: str, start: date
              len(snapshot.metrics), snapshot.series_total, len(rows.errors))
     return {**rows.as_dict(), "relabel": relabel, "source": source, "tenant": tenant,
             "series_total": snapshot.series_total}
+
+
+# -- the steps the DAG calls (workflow kit) ------------------------------------------------------------
+def targets(ctx: RunContext) -> list[dict[str, Any]]:
+    """One target per Prometheus source and Mimir tenant."""
+    found = source_targets(ctx.cfg)
+    if not found:
+        raise NoTargets(f"configuration {config_path()} has no sources: nothing to audit")
+    return [t.as_dict() for t in found]
+
+
+def audit(ctx: RunContext, target: Target) -> dict[str, Any]:
+    """Census, usage, verdicts and showback of one source/tenant; series are counted at the window's end."""
+    with PrometheusClient(ctx.spec(target)) as client:
+        return audit_source(client, target.source, target.tenant, ctx.window.start, ctx.window.end, ctx.settings,
+                            ctx.prices.series_month_per_1k("self_hosted"), PROJECT_ROOT)
+
+
+def config_audit(ctx: RunContext, target: Target) -> list[dict[str, Any]]:
+    """Configuration findings of one source/tenant, with estimated savings."""
+    from traceo_finops.cardinality.config_audit import audit_config_rows
+
+    with PrometheusClient(ctx.spec(target)) as client:
+        return audit_config_rows(client, target.source, target.tenant, ctx.window.end, ctx.prices,
+                                 window_start=ctx.window.start)
+
+
+def build(ctx: RunContext, audits: Sequence[dict[str, Any]],
+          findings: Sequence[dict[str, Any]]) -> tuple[Report, list[TargetResult]]:
+    """The five cardinality datasets and the relabel YAML of every target that was audited."""
+    from traceo_finops.cardinality.config_audit import CONFIG_FINDINGS
+    from traceo_finops.cardinality.dataset import CARDINALITY, CARDINALITY_LABELS, SHOWBACK, USAGE_ERRORS
+
+    results = results_of(audits) + results_of(findings)
+    done = [r.payload for r in results_of(audits) if r.ok]
+    report = Report(datasets=[
+        (CARDINALITY, [row for a in done for row in a["cardinality"]]),
+        (CARDINALITY_LABELS, [row for a in done for row in a["labels"]]),
+        (SHOWBACK, [row for a in done for row in a["showback"]]),
+        (USAGE_ERRORS, [row for a in done for row in a["errors"]]),
+        (CONFIG_FINDINGS, [row for r in results_of(findings) if r.ok for row in r.payload]),
+    ])
+    for a in done:
+        prefix = "-".join(p for p in (a["source"], a["tenant"]) if p)
+        for name, text in sorted(a["relabel"].items()):
+            report.artifacts[(CARDINALITY.name, f"{prefix}-{name}")] = text.encode()
+    return report, results
+
+
+def digest(ctx: RunContext, written: Mapping[str, Any]) -> Digest:
+    """Totals, the biggest safe savings and the top owners, from the committed report."""
+    from traceo_finops.cardinality.dataset import CARDINALITY, SHOWBACK, USAGE_ERRORS, cardinality_digest
+
+    day = ctx.report_date
+    return cardinality_digest(read_committed(ctx.store, CARDINALITY.name, day).to_pylist(),
+                              read_committed(ctx.store, SHOWBACK.name, day).to_pylist(),
+                              written["datasets"][CARDINALITY.name]["uri"], day.isoformat(),
+                              ctx.settings.top_n_in_digest,
+                              read_committed(ctx.store, USAGE_ERRORS.name, day).num_rows)

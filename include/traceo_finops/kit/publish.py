@@ -36,7 +36,7 @@ import pyarrow.fs as pafs
 
 from traceo_finops.kit.context import RunContext, Target
 from traceo_finops.kit.datasets import QUALITY_CHECKS, RUN_TARGETS, TARGET_FAILED, TARGET_OK
-from traceo_finops.kit.outcome import TargetResult, coverage_of, failures
+from traceo_finops.kit.outcome import TargetResult, TargetsFailed, coverage_of, failures
 from traceo_finops.reports import RUN_ID_COLUMN, STAGING_DIR, Dataset, ReportError, ReportStore
 
 log = logging.getLogger(__name__)
@@ -230,7 +230,15 @@ def publish(ctx: RunContext, report: Report, results: Sequence[TargetResult] = (
     kit_partition = {"dag_id": ctx.dag_id}
     meta = {"dag_id": ctx.dag_id, **{k: str(v) for k, v in ctx.window.as_dict().items()}, **report.metadata}
     bad = [q for q in quality if not q.success]
+    everything_failed = bool(results) and not any(r.ok for r in results)
     with publish_lock(store, ctx.dag_id, day, ctx.run_id):
+        if everything_failed:
+            # Nothing to report: an empty set would replace this date's last good report. The failure
+            # itself is on record in run_targets.
+            store.write_partition(RUN_TARGETS, day, run_targets, meta, run_id=ctx.run_id, partition=kit_partition)
+            failed = failures(results)
+            raise TargetsFailed(f"every target of {ctx.dag_id} failed, nothing was published for {day}: "
+                                + "; ".join(f"{f['target']}: {f['error']}" for f in failed))
         if bad:
             # The record of the refusal is written; the datasets are not, so the last good report stays.
             store.write_partition(QUALITY_CHECKS, day, quality_rows, meta, run_id=ctx.run_id,
