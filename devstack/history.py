@@ -240,7 +240,8 @@ def workload_truth(world: World, start_unix: int) -> list[dict[str, Any]]:
                 if run is None:
                     continue
                 rate = rolling_rate(run.cpu_usage)
-                entry: dict[str, Any] = {"memory_bytes": _stats(run.memory, {"p99": 0.99})}
+                entry: dict[str, Any] = {"memory_bytes": _stats(run.memory, {"p99": 0.99}),
+                                         "running_seconds": GRID_SECONDS * (run.last - run.first + 1)}
                 if len(rate):
                     entry["cpu_cores"] = _stats(rate, QUANTILES)
                     cpu_all.append(rate)
@@ -257,6 +258,8 @@ def workload_truth(world: World, start_unix: int) -> list[dict[str, Any]]:
                 "cpu_cores": _stats(cpu, QUANTILES) if len(cpu) else None,
                 "memory_bytes": _stats(mem, {"p99": 0.99}) if len(mem) else None,
                 "by_pod": by_pod,
+                # Batch workloads: pods whose container ran (each pod of a Job is one run of it).
+                "runs": len(by_pod) if w.kind == "Job" else None,
                 "oom_events": sorted(oom_events, key=lambda e: (e["time"], e["pod"])),
                 "oom_kills": len(oom_events),
             })
@@ -276,6 +279,7 @@ def workload_truth(world: World, start_unix: int) -> list[dict[str, Any]]:
             "replicasets": [name for name, _ in w.replicasets()],
             "churn_time": None if w.churn_at is None else start_unix + GRID_SECONDS * w.churn_at,
             "completed_time": None if w.completes_at is None else start_unix + GRID_SECONDS * w.completes_at,
+            "run_minutes": w.run_minutes,
             "pods": [{
                 "name": p.name, "node": p.node.name, "owner_kind": p.owner_kind, "owner_name": p.owner_name,
                 "start": start_unix + GRID_SECONDS * max(p.start, 0),

@@ -20,6 +20,8 @@ Model per container (cores / bytes):
   (re)started, starting from a pre-history value for pods that existed before ``k = 0``.
 - ``container_memory_working_set_bytes`` = a noisy daily-varying level, or for OOM profiles a ramp that
   reaches the limit every ``oom_period`` minutes; the sample after the ramp shows the restarted container.
+- Batch runs (a Job with ``run_minutes``: many completions, one pod after another): each pod is one run of
+  its own length and size (``Pod.load`` scales the run's CPU and memory); finished pods stay (Succeeded).
 """
 
 from __future__ import annotations
@@ -159,6 +161,7 @@ class Pod:
     end: int | None
     run_end: int | None = None  # containers stop here (Job completed) but the pod object stays
     prestart_minutes: int = 0  # uptime before k = 0 for pods older than the history
+    load: float = 1.0  # batch runs: this run's CPU and memory relative to the template's
 
     @property
     def last_running(self) -> int | None:
@@ -180,6 +183,7 @@ class Workload:
     created: int = 0  # grid minute the workload appears (short-history workloads: late)
     churn_at: int | None = None  # a rollout replaces every pod (new ReplicaSet) at this minute
     completes_at: int | None = None  # Job finished: containers stop, pod stays with phase Succeeded
+    run_minutes: int | None = None  # Jobs with many completions: pods run one after another, about this long
     nodes: tuple[Node, ...] = field(default=(), repr=False)
     seed: int = 0
 
@@ -235,6 +239,20 @@ class Workload:
             return 0
         return 600 + stable_key(self.seed, self.namespace, self.name, "uptime", *parts) % 20000
 
+    def _runs(self, k_hi: int) -> Iterator[Pod]:
+        """A Job of many completions: run ``r`` starts when run ``r - 1`` ends, lasts 0.6-1.4 × ``run_minutes``
+        and works on 0.5-1.1 × the template's load; finished pods stay until the Job is deleted."""
+        assert self.run_minutes
+        ns, name, seed = self.namespace, self.name, self.seed
+        start, r = self.created, 0
+        while start <= k_hi:
+            u_len = stable_key(seed, ns, name, "run-length", r) / 2**63
+            u_load = stable_key(seed, ns, name, "run-load", r) / 2**63
+            end = start + max(2, round(self.run_minutes * (0.6 + 0.8 * u_len)))
+            yield Pod(f"{name}-{name_suffix(5, seed, ns, name, 'run', r)}", self._node_for("run", r), "Job", name,
+                      start, None, run_end=end, load=round(0.5 + 0.6 * u_load, 3))
+            start, r = end, r + 1
+
     def pods_between(self, k_lo: int, k_hi: int) -> list[Pod]:
         """Every pod that exists at some minute of ``[k_lo, k_hi]`` (inclusive)."""
         pods = [p for p in self._pods_window(k_lo, k_hi) if p.start <= k_hi and (p.end is None or p.end > k_lo)]
@@ -251,6 +269,8 @@ class Workload:
                 suffix = name_suffix(5, seed, ns, name, node.name)
                 yield Pod(f"{name}-{suffix}", node, "DaemonSet", name, self.created, None,
                           prestart_minutes=self._prestart(node.name))
+        elif self.kind == "Job" and self.run_minutes:
+            yield from self._runs(k_hi)
         elif self.kind == "Job":
             suffix = name_suffix(5, seed, ns, name, "job")
             yield Pod(f"{name}-{suffix}", self._node_for("job"), "Job", name, self.created, None,
@@ -339,7 +359,7 @@ class World:
 
         phase = (k % DAY_MINUTES) * (2.0 * np.pi / DAY_MINUTES)
         daily = -np.cos(phase)  # -1 at the day start, +1 at mid-day
-        usage = c.cpu_mean * (1.0 + c.cpu_diurnal * daily) * (1.0 + c.cpu_noise * normal(key ^ 1, k))
+        usage = c.cpu_mean * pod.load * (1.0 + c.cpu_diurnal * daily) * (1.0 + c.cpu_noise * normal(key ^ 1, k))
         if c.cpu_spike_rate > 0:
             slot = k // 10
             burst = uniform(key ^ 2, slot) < c.cpu_spike_rate
@@ -373,10 +393,10 @@ class World:
         mem_noise = 1.0 + c.mem_noise * normal(key ^ 4, k)
         if ramp is not None:
             top = c.oom_top
-            memory = (c.mem_base + (top - c.mem_base) * ramp / c.oom_period) * mem_noise
+            memory = (c.mem_base * pod.load + (top - c.mem_base * pod.load) * ramp / c.oom_period) * mem_noise
             memory = np.minimum(memory, 0.995 * (c.mem_limit or top))
         else:
-            memory = c.mem_base * (1.0 + 0.04 * daily) * mem_noise
+            memory = c.mem_base * pod.load * (1.0 + 0.04 * daily) * mem_noise
             if c.mem_limit is not None:
                 memory = np.minimum(memory, 0.9 * c.mem_limit)
         memory = np.round(memory)
@@ -430,7 +450,12 @@ class World:
             done = (k >= w.completes_at) if w.completes_at is not None else np.zeros(k.shape, bool)
             labels = _sorted_labels(namespace=ns, job_name=w.name, **ksm)
             yield Series("kube_job_status_active", labels, lo, k_hi, (~done).astype(np.float64))
-            yield Series("kube_job_status_succeeded", labels, lo, k_hi, done.astype(np.float64))
+            if w.run_minutes:  # completions so far
+                ends = np.array([p.run_end for p in w.pods_between(lo, k_hi) if p.run_end is not None])
+                done_runs = (ends[None, :] <= k[:, None]).sum(axis=1) if len(ends) else np.zeros(k.shape)
+                yield Series("kube_job_status_succeeded", labels, lo, k_hi, done_runs.astype(np.float64))
+            else:
+                yield Series("kube_job_status_succeeded", labels, lo, k_hi, done.astype(np.float64))
         if w.hpa_max is not None:
             hpa = dict(namespace=ns, horizontalpodautoscaler=w.name, **ksm)
             yield Series("kube_horizontalpodautoscaler_info",
@@ -527,7 +552,8 @@ class World:
 # ---------------------------------------------------------------- building the world
 
 # (namespace, kind, name, profile, replicas, hpa_max, sidecar, flags)
-# flags: "churn" (rollout mid-history), "completes" (Job finished mid-history), "error" (old non-OOM restart)
+# flags: "churn" (rollout mid-history), "completes" (Job finished mid-history), "error" (old non-OOM restart),
+# "runs" (a Job of many completions: RUN_MINUTES-long runs one after another)
 _TEMPLATES: tuple[tuple[str, str, str, str, int, int | None, bool, str], ...] = (
     ("checkout", "Deployment", "checkout-api", "over_provisioned_cpu", 1, None, False, ""),
     ("checkout", "Deployment", "checkout-worker", "oom_killed", 2, None, False, ""),
@@ -579,7 +605,10 @@ _TEMPLATES: tuple[tuple[str, str, str, str, int, int | None, bool, str], ...] = 
     ("kube-system", "Deployment", "metrics-server", "over_provisioned_memory", 1, None, False, ""),
     ("kube-system", "Deployment", "cluster-autoscaler", "no_requests", 1, None, False, ""),
     ("kube-system", "DaemonSet", "ebs-csi-node", "well_sized", 1, None, True, ""),
+    # Appended last: the random draws of the workloads above stay the same.
+    ("data-pipeline", "Job", "feature-backfill", "over_provisioned_cpu", 1, None, False, "runs"),
 )
+RUN_MINUTES = 180
 
 _CPU_REQUESTS = (0.1, 0.25, 0.5, 1.0, 2.0)
 _MEM_REQUESTS = tuple(m * MIB for m in (256, 512, 1024, 2048, 4096))
@@ -658,9 +687,10 @@ def build_world(seed: int = 42, history_minutes: int = 4 * DAY_MINUTES) -> World
         created = history_minutes - SHORT_HISTORY_MINUTES if profile == "short_history" else 0
         churn_at = int(history_minutes * rng.uniform(0.4, 0.7)) if "churn" in flags else None
         completes_at = int(history_minutes * rng.uniform(0.3, 0.6)) if "completes" in flags else None
+        run_minutes = RUN_MINUTES if "runs" in flags else None
         workloads.append(Workload(
             namespace=ns, team=NAMESPACE_TEAMS[ns], kind=kind, name=name, profile=profile,
             containers=tuple(containers), replicas=replicas, hpa_max=hpa_max, created=created,
-            churn_at=churn_at, completes_at=completes_at, nodes=nodes, seed=seed,
+            churn_at=churn_at, completes_at=completes_at, run_minutes=run_minutes, nodes=nodes, seed=seed,
         ))
     return World(seed=seed, history_minutes=history_minutes, nodes=nodes, workloads=tuple(workloads))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import socket
 import subprocess
 import threading
@@ -31,7 +32,9 @@ from traceo_finops.prometheus import (
     PrometheusHTTPError,
     PrometheusUnavailable,
     SourceSpec,
+    literal_regex,
     quote,
+    re2_escape,
     selector,
 )
 
@@ -230,6 +233,24 @@ def test_selector_escapes_values_so_they_round_trip():
             selector("up", **bad)
     with pytest.raises(ValueError):
         selector()
+
+
+@pytest.mark.unit
+def test_name_regex_escapes_only_metacharacters():
+    assert literal_regex(["up", "a.b", "q+(x)", "x|y", "c:d_e"]) == r"up|a\.b|q\+\(x\)|x\|y|c:d_e"
+    pattern = re.compile(literal_regex(["a.b", "q+(x)"]))
+    assert pattern.fullmatch("a.b") and pattern.fullmatch("q+(x)")
+    assert not pattern.fullmatch("axb") and not pattern.fullmatch("qq(x)")
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("value", ["team.a", "b+c", "x|y", "(a)[b]{c}", "^s$", "a\\b", "q?*", "ünï-😀 ok"])
+def test_re2_escape_is_a_literal_for_python_and_promql(value):
+    escaped = re2_escape(value)
+    assert re.fullmatch(escaped, value) and not re.fullmatch(escaped, value + "x")
+    # promql-parser checks the regex with Rust's regex crate (RE2 syntax): it must parse as a matcher value.
+    matcher = promql_parser.parse(selector("up", ns=("=~", escaped))).matchers.matchers[0]
+    assert matcher.value == escaped
 
 
 # ---- every recorded answer through the client ----------------------------------------------------

@@ -1,5 +1,6 @@
 """Bad input, each against a real process: a Prometheus 2.42 of our own on a crafted history (series with missing
-labels, counter resets, pods that churn mid-window, NaN/Inf samples), the same history behind a Prometheus whose
+labels, counter resets, pods that churn mid-window, NaN/Inf samples, Jobs whose pod never started), the same
+history behind a Prometheus whose
 ``--query.max-samples`` refuses whole batches, a Prometheus without kube-state-metrics, and a Mimir-like gateway
 answering 401 for a wrong tenant.
 
@@ -135,6 +136,12 @@ def _history() -> str:
     series("container_memory_working_set_bytes", {"namespace": "bad", "pod": "done-x", "container": "app",
                                                   **KUBELET}, 100 * MIB, gone)
 
+    # Jobs whose pod never started (unschedulable, image never pulled): no start time, no container series, only
+    # kube-state-metrics' owner and requests. "stuck" has job metrics (a pending pod is active), "stuck-quiet" none.
+    series("kube_job_status_active", {"namespace": "bad", "job_name": "stuck", **KSM}, 1)
+    pod("stuck-p", "Job", "stuck", range(N))
+    pod("stuck-quiet-p", "Job", "stuck-quiet", range(N))
+
     # A pod whose owner series lacks owner labels, and a pod kube-state-metrics never saw: both bare pods.
     pod("weird-1", None, None, range(N))
     for name in ("weird-1", "orphan-1"):
@@ -210,7 +217,8 @@ def test_only_real_containers_become_rows(sized: dict[str, Any]) -> None:
     # The pod cgroup, the series without pod / namespace and the requests without container are not rows.
     assert set(sized["rows"]) == {("Deployment", "web", "app"), ("StatefulSet", "db", "db"),
                                   ("Deployment", "nan", "app"), ("Deployment", "filler", "app"),
-                                  ("Job", "done", "app"), ("Pod", "weird-1", "app"), ("Pod", "orphan-1", "app")}
+                                  ("Job", "done", "app"), ("Pod", "weird-1", "app"), ("Pod", "orphan-1", "app"),
+                                  ("Job", "stuck", "app"), ("Job", "stuck-quiet", "app")}
     assert sized["rows"][("Deployment", "filler", "app")]["pods_seen"] == 6
     skipped = {k: v for r in sized["results"] for k, v in r.skipped.items()}
     assert skipped["kube_pod_container_resource_requests without labels or value"] >= 1
@@ -221,6 +229,7 @@ def test_only_real_containers_become_rows(sized: dict[str, Any]) -> None:
     # Unknown owners and pods kube-state-metrics never saw are bare pods; without requests they say so.
     assert sized["rows"][("Pod", "weird-1", "app")]["current_cpu_request"] == 1
     assert sized["rows"][("Pod", "orphan-1", "app")]["status"] == "no requests set"
+    assert sized["rows"][("Pod", "orphan-1", "app")]["statuses"] == ["no requests set"]
 
 
 def test_pods_churning_mid_window_are_one_workload(sized: dict[str, Any]) -> None:
@@ -235,6 +244,24 @@ def test_a_workload_whose_pods_are_gone_keeps_its_requests(sized: dict[str, Any]
     assert (done["current_cpu_request"], done["current_memory_request"]) == (1, 1024 * MIB)
     assert done["replicas"] == 0 and done["billed_replicas"] == pytest.approx(0.52, abs=0.01)  # active 52 % of it
     assert done["history_days"] == pytest.approx(1.04, abs=0.01) and done["status"] == "over-provisioned"
+    assert done["runs"] == 1 and done["statuses"] == ["over-provisioned"]  # one run, sized as before
+
+
+def test_a_job_whose_pod_never_started_says_so(sized: dict[str, Any]) -> None:
+    """No start time, no container series: a clear status and reason, no recommendation, no saving, no crash."""
+    for name in ("stuck", "stuck-quiet"):
+        row = sized["rows"][("Job", name, "app")]
+        assert row["status"] == "insufficient data" and row["statuses"] == ["insufficient data"], row
+        assert "none of its 1 pod ran" in row["reason"] and "never started" in row["reason"]
+        assert row["runs"] == 0 and row["pods_seen"] == 1
+        assert (row["current_cpu_request"], row["current_memory_request"]) == (1, 1024 * MIB)
+        assert row["recommended_cpu_request"] is None and row["recommended_memory_request"] is None
+        assert row["cpu_baseline"] is None and row["monthly_saving_usd"] == 0
+    # Its requests are held while it is pending (kube_job_status_active counts it); without job metrics the
+    # runs' running time prices it, and it never ran.
+    assert sized["rows"][("Job", "stuck", "app")]["billed_replicas"] == pytest.approx(1, abs=0.01)
+    quiet = sized["rows"][("Job", "stuck-quiet", "app")]
+    assert quiet["billed_replicas"] == 0 and quiet["monthly_cost_now_usd"] == 0
 
 
 def test_counter_resets_do_not_bend_the_rate(sized: dict[str, Any]) -> None:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import promql_parser
 import pytest
 
-from traceo_finops.prometheus import PrometheusAuthError, PrometheusHTTPError, PrometheusUnavailable
 from traceo_finops.rightsizing import queries as q
-from traceo_finops.rightsizing.collect import classify
 
 pytestmark = pytest.mark.unit
 DAY = 86400
@@ -114,17 +112,3 @@ def _returns_a_range(expr: object) -> bool:
 def test_quantile_keys() -> None:
     assert [q.quantile_key(x) for x in (0.5, 0.95, 0.99, 0.999)] == ["p50", "p95", "p99", "p99_9"]
 
-
-def test_errors_classified_for_split_retry_or_fail() -> None:
-    def http(status: int, text: str) -> PrometheusHTTPError:
-        return PrometheusHTTPError(text, source="s", status=status)
-
-    assert classify(http(503, "answered HTTP 503: timeout: query timed out in expression evaluation")) == "timeout"
-    assert classify(http(504, "gateway timeout")) == "timeout"
-    assert classify(http(422, "execution: query processing would load too many samples into memory")) == "refused"
-    assert classify(http(422, "the query time range exceeds the limit (err-mimir-max-query-length)")) == "refused"
-    assert classify(PrometheusUnavailable("GET … timed out (timeout 0.2s): read timeout", source="s")) == "timeout"
-    assert classify(PrometheusUnavailable("GET … got no answer: connection refused", source="s")) == "retry"
-    assert classify(http(502, "bad gateway")) == "retry" and classify(http(503, "busy")) == "retry"
-    assert classify(http(400, "bad_data: parse error")) == "fatal"
-    assert classify(PrometheusAuthError("401 tenant 'x'", source="s", status=401)) == "fatal"

@@ -116,6 +116,28 @@ def test_statuses() -> None:
     assert recommend(usage(cpu_samples=200), p).status is Status.INSUFFICIENT  # 0.69 days
 
 
+def test_every_status_that_applies_is_listed_the_first_is_the_status() -> None:
+    p = Policy()
+    # Short history no longer hides missing requests; the figure it would propose is compared too.
+    short = recommend(usage(history_seconds=6 * 3600, memory_request=None), p)
+    assert short.statuses == (Status.INSUFFICIENT, Status.NO_REQUESTS, Status.OVER)  # cpu 0.23 of 1 core
+    assert short.status is Status.INSUFFICIENT and "no memory request" in short.reason
+    # CPU far above its need and memory short of it: both, under first.
+    both = recommend(usage(memory_peak=1000 * MIB, memory_request=512 * MIB), p)
+    assert both.statuses == (Status.UNDER, Status.OVER) and both.status is Status.UNDER
+    hpa = recommend(usage(cpu={"p95": 0.8}, memory_peak=800 * MIB), p, hpa="api")
+    assert hpa.statuses == (Status.HPA, Status.OK)
+    assert recommend(usage(), p).statuses == (Status.OVER,)
+    # OOM kills are evidence even when the history is short.
+    oom = recommend(usage(history_seconds=3600, oom_killed=True, last_oom_limit=GIB), p)
+    assert oom.statuses == (Status.INSUFFICIENT, Status.UNDER, Status.OVER)
+    none = recommend(usage(cpu={}, cpu_samples=0, memory_peak=None, cpu_request=None, memory_request=None), p)
+    assert none.statuses == (Status.INSUFFICIENT, Status.NO_REQUESTS) and none.cpu_request is None
+    # A request of 0 reserves nothing: missing, not a division by zero.
+    zero = recommend(usage(cpu_request=0.0), p)
+    assert zero.statuses == (Status.NO_REQUESTS, Status.OVER) and "no cpu request" in zero.reason
+
+
 def test_dollars_use_the_price_table_and_730_hours() -> None:
     table = load_price_table()
     prices = Prices.from_table(table)
@@ -175,6 +197,10 @@ def test_patch_is_a_strategic_merge_patch_of_the_pod_template() -> None:
     cron_patch = yaml.safe_load(files["shop.cronjob.nightly.patch.yaml"])
     assert cron_patch["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["name"] == "app"
     assert b"kubectl -n shop patch deployment api --type strategic" in files["apply-patches.sh"]
+    assert files["shop.deployment.api.patch.yaml"].startswith(b"# Deployment shop/api: over-provisioned;")
+    both = {**row, "status": "under-provisioned", "statuses": ["under-provisioned", "over-provisioned"]}
+    assert manifests.patches([both])["shop.deployment.api.patch.yaml"].startswith(
+        b"# Deployment shop/api: over-provisioned, under-provisioned;")  # every status of its rows
     [vpa] = [d for d in yaml.safe_load_all(manifests.vpa_objects([row])) if d]
     assert vpa["spec"]["updatePolicy"] == {"updateMode": "Off"}
     assert vpa["spec"]["targetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "api"}

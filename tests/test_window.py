@@ -49,7 +49,7 @@ def test_history_override_keeps_one_utc_rule() -> None:
     assert (sized.start, sized.end) == (datetime(2026, 11, 14, tzinfo=UTC), w.end)
     moved = w.with_history(end=parse_utc("2026-05-01T02:00:00+02:00", "param end"))
     assert moved.end == datetime(2026, 5, 1, tzinfo=UTC) and moved.duration == timedelta(days=1)
-    with pytest.raises(ValueError, match="param end .* no time zone"):
+    with pytest.raises(ValueError, match=r"param end .* no time zone"):
         parse_utc("2026-05-01T00:00:00", "param end")
     with pytest.raises(ValueError, match="not an ISO time"):
         parse_utc("yesterday", "param end")

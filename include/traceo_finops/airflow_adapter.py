@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from types import ModuleType
@@ -161,19 +162,24 @@ def report_store(cfg: FinopsConfig | None = None) -> ReportStore:
 
 
 def slack_poster(conn_id: str) -> Poster:
-    """Post through the slack provider's webhook hook, retrying 429 (Retry-After), 5xx and connection errors.
+    """The digest poster of connection ``conn_id``, retrying 429 (Retry-After), 5xx and connection errors.
 
-    The webhook URL is a secret (its path is the token): slack_sdk logs it on retries and a relay may
-    echo it in an error, so both pass through :func:`traceo_finops.slack.scrub` first.
+    ``conn_type`` ``slackwebhook``: the slack provider's webhook hook, *at least once* (the run key in
+    the footer makes a duplicate recognisable). ``conn_type`` ``slack`` (a bot token): the provider's
+    ``SlackHook`` client posting into ``extra.channel`` with the run key in the message metadata,
+    *exactly once* (see :class:`traceo_finops.slack.ChannelPoster`).
+
+    The webhook URL is a secret (its path is the token), as is the bot token: slack_sdk logs the URL
+    on retries and a relay may echo it in an error, so every log record of the HTTP clients and every
+    error passes through :func:`traceo_finops.slack.scrub` first.
     """
-    from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
     from slack_sdk.http_retry.builtin_handlers import (
         ConnectionErrorRetryHandler,
         RateLimitErrorRetryHandler,
         ServerErrorRetryHandler,
     )
 
-    from traceo_finops.slack import ScrubFilter, SlackError, scrub
+    from traceo_finops.slack import SlackError, SlackRejected, install_scrubber, scrub
 
     class AnyServerErrorRetryHandler(ServerErrorRetryHandler):
         # slack_sdk's handler retries only 500 and 503; a proxy in front of a webhook also says 502/504.
@@ -182,23 +188,49 @@ def slack_poster(conn_id: str) -> Poster:
 
     conn = connection(conn_id)
     secrets = [s for s in (conn.password, conn.host) if s]
-    scrubber = ScrubFilter(secrets)
-    for name in ("slack_sdk", "airflow.providers.slack", "urllib3"):
-        logging.getLogger(name).addFilter(scrubber)
-    hook = SlackWebhookHook(slack_webhook_conn_id=conn_id, timeout=30, retry_handlers=[
-        RateLimitErrorRetryHandler(max_retry_count=5),
-        AnyServerErrorRetryHandler(max_retry_count=4),
-        ConnectionErrorRetryHandler(max_retry_count=3),
-    ])
+    # The hooks hand their client a logger; ours carries the scrub filter (a filter on "slack_sdk"
+    # would not see records of its child loggers, nor of the hook's own "airflow.task.hooks…" logger).
+    client_log = install_scrubber(secrets)
+    retry_handlers = [RateLimitErrorRetryHandler(max_retry_count=5), AnyServerErrorRetryHandler(max_retry_count=4),
+                      ConnectionErrorRetryHandler(max_retry_count=3)]
+    if conn.conn_type == "slack":
+        return _slack_bot_poster(conn, retry_handlers, client_log, secrets)
+
+    from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
+
+    hook = SlackWebhookHook(slack_webhook_conn_id=conn_id, timeout=30, retry_handlers=retry_handlers,
+                            logger=client_log)
 
     def post(text: str, blocks: list[dict[str, Any]]) -> None:
+        error = ""
         try:
             hook.send(text=text, blocks=blocks)
         except Exception as exc:  # the hook raises AirflowException with status and body
-            raise SlackError(f"Slack connection {conn_id!r}: posting the digest failed: "
-                             f"{scrub(str(exc), secrets)}") from None
+            error = scrub(str(exc), secrets) or type(exc).__name__
+        if error:
+            # Raised outside the except block, so no chained exception carries the unscrubbed text.
+            rejected = re.search(r"status code: 4(?!29)\d\d", error)
+            raise (SlackRejected if rejected else SlackError)(
+                f"Slack connection {conn_id!r}: posting the digest failed: {error}")
 
     return post
+
+
+def _slack_bot_poster(conn: Any, retry_handlers: list[Any], client_log: logging.Logger,
+                      secrets: list[str]) -> Poster:
+    """A :class:`~traceo_finops.slack.ChannelPoster` on the slack provider's ``SlackHook`` client."""
+    from airflow.providers.slack.hooks.slack import SlackHook
+
+    from traceo_finops.config import ConfigError
+    from traceo_finops.slack import ChannelPoster
+
+    channel = str((conn.extra_dejson or {}).get("channel") or "").strip()
+    if not re.fullmatch(r"[CGD][A-Z0-9]{6,}", channel):
+        raise ConfigError(f"Slack connection {conn.conn_id!r} (a bot token) needs extra.channel set to the channel "
+                          f"ID (e.g. C0123456789, from the channel's details), got {channel or 'nothing'!r}: "
+                          "conversations.history, which keeps a digest from being posted twice, takes no names")
+    hook = SlackHook(slack_conn_id=conn.conn_id, timeout=30, retry_handlers=retry_handlers, logger=client_log)
+    return ChannelPoster(hook.client, channel, conn.conn_id, secrets)
 
 
 def s3_client(conn_id: str) -> Any:
@@ -242,9 +274,14 @@ def run_context(workflow: str, context: Mapping[str, Any] | None = None) -> RunC
         window = report_window(*_interval(ctx), lookback_of(cfg, workflow))
     except ValueError as exc:
         raise PermanentError(f"run {ctx['run_id']}: {exc}") from None
-    return RunContext(cfg=cfg, workflow=workflow, dag_id=ctx["dag"].dag_id, run_id=ctx["run_id"], window=window,
-                      params=dict(ctx.get("params") or {}), try_number=int(getattr(ti, "try_number", 1) or 1),
-                      connections=connection_fields, store_factory=report_store, poster_factory=slack_poster)
+    run = RunContext(cfg=cfg, workflow=workflow, dag_id=ctx["dag"].dag_id, run_id=ctx["run_id"], window=window,
+                     params=dict(ctx.get("params") or {}), try_number=int(getattr(ti, "try_number", 1) or 1),
+                     connections=connection_fields, store_factory=report_store, poster_factory=slack_poster)
+    # A workflow may read another window than its report window (right-sizing: 14 days of history).
+    custom = getattr(_workflow(workflow), "run_window", None)
+    if custom is not None:
+        run.window = custom(run)
+    return run
 
 
 def _interval(ctx: Mapping[str, Any]) -> tuple[Any, Any]:

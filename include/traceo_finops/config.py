@@ -15,7 +15,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any
 
-import promql_parser
 import yaml
 from pydantic import (
     BaseModel,
@@ -27,6 +26,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from traceo_finops.prometheus.promql import MAX_POINTS_PER_SERIES, format_duration, parse_duration
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "include" / "config" / "finops.yaml"
@@ -44,20 +45,17 @@ def _parse_duration(value: Any) -> timedelta:
         return timedelta(seconds=value)
     if isinstance(value, str):
         try:
-            # promql_parser builds an un-normalised timedelta (days=0, seconds>86400) that
-            # compares unequal to the same duration; normalise it.
-            parsed = timedelta(seconds=promql_parser.parse_duration(value.strip()).total_seconds())
+            parsed = parse_duration(value)
         except ValueError:
             raise ValueError(f"{value!r} is not a duration such as 90m, 1d or 14d") from None
-        # promql-parser 0.11 reads "500ms" as 500 µs; nothing here needs sub-second durations.
-        if parsed < timedelta(seconds=1):
+        if parsed < timedelta(seconds=1):  # nothing here is configured in fractions of a second
             raise ValueError(f"{value!r} is shorter than a second; use s, m, h, d, w or y units")
         return parsed
     raise ValueError(f"{value!r} is not a duration such as 90m, 1d or 14d")
 
 
 def _format_duration(value: timedelta) -> str:
-    return promql_parser.display_duration(value)
+    return format_duration(value)
 
 
 Duration = Annotated[timedelta, BeforeValidator(_parse_duration), PlainSerializer(_format_duration)]
@@ -116,6 +114,8 @@ class CardinalitySettings(_Strict):
     mimir_query_stats: str | None = None
     # Labels no suggestion removes (job names the scrape; le/quantile shape histograms/summaries).
     protected_labels: list[str] = Field(default_factory=lambda: ["job", "le", "quantile"])
+    # Target labels (job, instance, what target relabeling attaches) are protected too, except these.
+    allow_target_labels: list[str] = Field(default_factory=list)
 
 
 class RightsizingSettings(_Strict):
@@ -133,7 +133,7 @@ class RightsizingSettings(_Strict):
     # CPU rate() window; raised to 4x the detected scrape interval and to the query resolution.
     rate_window: Duration = timedelta(minutes=5)
     # Points per series of a subquery (Prometheus refuses range queries above 11,000).
-    max_points: int = Field(default=11_000, ge=100, le=11_000)
+    max_points: int = Field(default=MAX_POINTS_PER_SERIES, ge=100, le=MAX_POINTS_PER_SERIES)
     # Series x points one query may hold (Prometheus' --query.max-samples defaults to 50 million).
     max_samples_per_query: int = Field(default=5_000_000, ge=10_000)
     query_concurrency: int = Field(default=2, ge=1, le=16)
@@ -181,8 +181,11 @@ class SimpleWorkflowSettings(_Strict):
 
 class S3TieringSettings(_Strict):
     lookback: Duration = timedelta(days=1)
-    # Above this many objects a bucket is read from its S3 Inventory instead of ListObjectsV2.
+    # A bucket without a usable S3 Inventory is listed with ListObjectsV2 up to this many objects.
     list_objects_max: int = Field(default=1_000_000, ge=1)
+    # A configured S3 Inventory older than this at the window's end is stale: the bucket is listed
+    # instead. 8 days: a weekly inventory plus a day of delivery delay.
+    inventory_max_age: Duration = timedelta(days=8)
     # Object ages (days) a rule may transition at; they are also the report's age bands. At least 30:
     # compaction rewrites younger blocks, and the IA classes refuse anything earlier.
     transition_days: list[int] = Field(default_factory=lambda: [30, 60, 90, 180, 365], min_length=1)

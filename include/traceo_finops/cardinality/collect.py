@@ -6,8 +6,9 @@ Prometheus (plan chosen by measuring a 1,000,000-series head, numbers in docs/be
     2. /api/v1/label/__name__/values         metric names of the window [at - lookback, at]
     3. count by (__name__) ({__name__=~"a|b|c"})   series per metric at ``at``, in chunks of at most
                                              ``max_series_per_query`` series (bounded with the top-10)
-                                             and ``metric_chunk_size`` names; a chunk the server refuses
-                                             (422/503) is split in two and retried
+                                             and ``metric_chunk_size`` names; a chunk the server times
+                                             out on or refuses is split in two and retried (the rules of
+                                             ``traceo_finops.prometheus.runner``, like every query here)
     4. /api/v1/labels                        label names of the window (index only, no series walk)
     5. per label L: /api/v1/label/__name__/values?match[]={L!=""}      which metrics carry L
     6. per label L, whichever needs fewer calls:
@@ -43,32 +44,35 @@ and its name in ``SourceSnapshot.vanished``); one that appears after the count i
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
-from urllib.parse import quote as urlquote
+from typing import Any
 
-from traceo_finops.prometheus import PrometheusClient, PrometheusHTTPError, quote, selector
+from traceo_finops.prometheus import (
+    LOOKBACK_DELTA,
+    PrometheusClient,
+    QueryRunner,
+    literal_regex,
+    quote,
+    re2_escape,
+    sample_int,
+    selector,
+)
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
+Window = tuple[datetime, datetime]  # [at - lookback, at]: the range the label endpoints answer for
 
 # Measured on Prometheus 2.42 (docs/benchmarks.md): a count over 250k series takes ~1.5 s, over 1M
 # series ~15 s — superlinear (the whole selection is materialised), so counts are chunked.
 MAX_SERIES_PER_QUERY = 250_000
 METRIC_CHUNK_SIZE = 200  # names per count query (config: workflows.cardinality.metric_chunk_size)
 MAX_REGEX_CHARS = 30_000  # keeps a GET URL well below Go's 1 MB header limit
-LOOKBACK = timedelta(minutes=5)  # Prometheus' default --query.lookback-delta
 WORKERS = 2  # concurrent requests; the dev box and most Prometheus pods have 2+ cores
 MIMIR_LIMIT = 500  # Mimir's cap on `limit` of the cardinality endpoints
 COUNT_METHODS = ("inmemory", "active")
-SPLIT_STATUSES = (422, 503)  # "too many samples" / query timeout: retry the chunk in two halves
-_RE2_META = frozenset("\\.+*?()|[]{}^$")
 _MAX_CODEPOINT = 0x10FFFF
 
 # Every PromQL query of the audit starts with this comment, so the query log shows it for what it
@@ -164,13 +168,14 @@ class SourceSnapshot:
 
 def collect_series_by_metric(client: PrometheusClient, source: str, at: datetime, tenant: str = "", *,
                              labels: bool = True, count_method: str = "inmemory",
-                             lookback: timedelta = LOOKBACK, max_series_per_query: int = MAX_SERIES_PER_QUERY,
+                             lookback: timedelta = LOOKBACK_DELTA, max_series_per_query: int = MAX_SERIES_PER_QUERY,
                              metric_chunk_size: int = METRIC_CHUNK_SIZE, workers: int = WORKERS) -> SourceSnapshot:
     """Series per metric (and, with ``labels``, distinct values per label) of one source/tenant at ``at``.
 
     Dispatches on ``client.spec.flavor``: Prometheus plan or Mimir cardinality API (see the module
     docstring); ``count_method`` applies to Mimir only. Raises the client's ``PrometheusError``s; a
-    401/403 (``PrometheusAuthError``) names the tenant.
+    401/403 (``PrometheusAuthError``) names the tenant; a server that takes no connection fails within
+    seconds (``PrometheusUnreachable``).
     """
     if client.spec.flavor == "mimir":
         return collect_mimir(client, source, tenant, at=at, labels=labels, count_method=count_method,
@@ -183,80 +188,35 @@ def collect_series_by_metric(client: PrometheusClient, source: str, at: datetime
 # ---- Prometheus -----------------------------------------------------------------------------------
 
 
-class _Calls:
-    """Runs requests on ``workers`` threads, one client each (a client is not thread-safe)."""
-
-    def __init__(self, client: PrometheusClient, workers: int) -> None:
-        self.client = client
-        self.workers = max(1, workers)
-        self.count = 0
-        self._lock = threading.Lock()
-        self._local = threading.local()
-        self._extra: list[PrometheusClient] = []
-
-    def _client(self) -> PrometheusClient:
-        if threading.current_thread() is threading.main_thread() or self.workers == 1:
-            return self.client
-        mine = getattr(self._local, "client", None)
-        if mine is None:
-            mine = PrometheusClient(self.client.spec)
-            self._local.client = mine
-            with self._lock:
-                self._extra.append(mine)
-        return mine
-
-    def tally(self, n: int = 1) -> None:
-        with self._lock:
-            self.count += n
-
-    def call(self, fn: Callable[[PrometheusClient], T]) -> T:
-        self.tally()
-        return fn(self._client())
-
-    def map(self, fn: Callable[[PrometheusClient, Any], T], items: Sequence[Any]) -> list[T]:
-        """``fn(client, item)`` for every item, concurrently; results in order, first error re-raised."""
-        if self.workers == 1 or len(items) < 2:
-            return [self.call(lambda c, i=item: fn(c, i)) for item in items]
-        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="cardinality") as pool:
-            return list(pool.map(lambda item: self.call(lambda c: fn(c, item)), items))
-
-    def close(self) -> None:
-        for c in self._extra:
-            c.close()
-
-
 def collect_prometheus(client: PrometheusClient, source: str, at: datetime, tenant: str = "", *,
-                       labels: bool = True, lookback: timedelta = LOOKBACK,
+                       labels: bool = True, lookback: timedelta = LOOKBACK_DELTA,
                        max_series_per_query: int = MAX_SERIES_PER_QUERY, metric_chunk_size: int = METRIC_CHUNK_SIZE,
                        workers: int = WORKERS) -> SourceSnapshot:
     """The Prometheus plan of the module docstring, evaluated at ``at``."""
     started = time.monotonic()
     at = _utc(at)
-    window = {"start": (at - lookback).timestamp(), "end": at.timestamp()}
-    calls = _Calls(client, workers)
-    try:
-        status = calls.call(lambda c: c.tsdb_status())
+    window: Window = (at - lookback, at)
+    with QueryRunner(client.spec, concurrency=workers) as runner:
+        status = runner.call(lambda c: c.tsdb_status())
         head = _head_stats(status.get("headStats") or {})
         top = {k: [(str(e["name"]), int(e["value"])) for e in status.get(k) or []] for k in TSDB_TOP_LISTS}
-        names = calls.call(lambda c: _label_values(c, "__name__", None, window))
-        series = _count_series(calls, names, top["seriesCountByMetricName"], at, max_series_per_query,
+        names = runner.call(lambda c: c.label_values("__name__", None, *window))
+        series = _count_series(runner, names, top["seriesCountByMetricName"], at, max_series_per_query,
                                metric_chunk_size)
         by_metric: dict[str, dict[str, int]] = {m: {} for m in series}
         vanished: set[str] = set()
         if labels and series:
-            vanished = _label_counts(calls, series, window, by_metric, dict(top["labelValueCountByLabelName"]))
-    finally:
-        calls.close()
+            vanished = _label_counts(runner, series, window, by_metric, dict(top["labelValueCountByLabelName"]))
     snap = _snapshot(source, tenant, head.num_series if head else 0, series, by_metric, vanished,
                      flavor="prometheus", at=at, method="promql+label_values" if labels else "promql",
-                     head=head, top=top, queries=calls.count, seconds=time.monotonic() - started)
+                     head=head, top=top, queries=runner.stats.queries, seconds=time.monotonic() - started)
     log.info("source %s%s: %d head series, %d counted in %d metrics (%d vanished) with %d requests in %.1f s",
              source, f" tenant {tenant}" if tenant else "", snap.head_series, snap.series_total, len(snap.metrics),
              len(snap.vanished), snap.queries, snap.seconds)
     return snap
 
 
-def _count_series(calls: _Calls, names: Sequence[str], top: Sequence[tuple[str, int]], at: datetime,
+def _count_series(runner: QueryRunner, names: Sequence[str], top: Sequence[tuple[str, int]], at: datetime,
                   max_series: int, max_names: int) -> dict[str, int]:
     """``count by (__name__)`` at ``at`` for ``names``, in chunks sized by what the TSDB status tells.
 
@@ -268,43 +228,37 @@ def _count_series(calls: _Calls, names: Sequence[str], top: Sequence[tuple[str, 
     bound = {n: known.get(n, floor) for n in names}
     chunks = list(_chunks(sorted(names, key=lambda n: (-bound[n], n)), bound, max_series, max_names))
 
-    def count(c: PrometheusClient, chunk: list[str]) -> dict[str, int]:
-        return _count_chunk(c, chunk, at, calls)
+    def count(chunk: list[str]) -> dict[str, int]:
+        return runner.split(lambda c, part: _count_chunk(c, part, at), chunk, _halves, lambda a, b: {**a, **b},
+                            describe=lambda part: f"count of {len(part)} metrics")
 
     counts: dict[str, int] = {}
-    for part in calls.map(count, chunks):
+    for part in runner.map(count, chunks):
         counts.update(part)
     return counts
 
 
-def _count_chunk(client: PrometheusClient, chunk: list[str], at: datetime, calls: _Calls) -> dict[str, int]:
-    query = f"count by (__name__) ({{__name__=~{quote(name_regex(chunk))}}})"
-    try:
-        result = client.query(CENSUS_MARK + query, time=at)
-    except PrometheusHTTPError as exc:
-        if exc.status not in SPLIT_STATUSES or len(chunk) == 1:
-            raise
-        log.info("count of %d metrics refused (HTTP %s): splitting the chunk", len(chunk), exc.status)
-        half = len(chunk) // 2
-        out = {}
-        for part in (chunk[:half], chunk[half:]):
-            calls.tally()
-            out.update(_count_chunk(client, part, at, calls))
-        return out
+def _count_chunk(client: PrometheusClient, chunk: list[str], at: datetime) -> dict[str, int]:
+    query = f"count by (__name__) ({{__name__=~{quote(literal_regex(chunk))}}})"
     wanted = set(chunk)
     out = {}
-    for sample in result:
+    for sample in client.query(CENSUS_MARK + query, time=at):
         name = sample.get("metric", {}).get("__name__")
         if name in wanted:  # only the names asked for (the regex is exact; this keeps it so)
-            out[name] = int(float(sample["value"][1]))
+            out[name] = sample_int(sample)
     return out
+
+
+def _halves(chunk: list[str]) -> tuple[list[str], list[str]] | None:
+    half = len(chunk) // 2
+    return (chunk[:half], chunk[half:]) if half else None
 
 
 def _chunks(names: Sequence[str], bound: Mapping[str, int], max_series: int, max_names: int) -> Iterator[list[str]]:
     chunk: list[str] = []
     series = chars = 0
     for name in names:
-        size = len(_escape_re2(name)) + 1
+        size = len(re2_escape(name)) + 1
         if chunk and (series + bound[name] > max_series or len(chunk) >= max_names or chars + size > MAX_REGEX_CHARS):
             yield chunk
             chunk, series, chars = [], 0, 0
@@ -315,7 +269,7 @@ def _chunks(names: Sequence[str], bound: Mapping[str, int], max_series: int, max
         yield chunk
 
 
-def _label_counts(calls: _Calls, series: Mapping[str, int], window: Mapping[str, float],
+def _label_counts(runner: QueryRunner, series: Mapping[str, int], window: Window,
                   by_metric: dict[str, dict[str, int]], value_counts: Mapping[str, int]) -> set[str]:
     """Fill ``by_metric[m][label] = distinct values``; return the metrics that vanished meanwhile.
 
@@ -323,23 +277,23 @@ def _label_counts(calls: _Calls, series: Mapping[str, int], window: Mapping[str,
     label known to have more values than metrics carrying it.
     """
     counted = set(series)
-    label_names = [n for n in calls.call(lambda c: _label_names(c, None, window)) if n != "__name__"]
+    label_names = [n for n in runner.call(lambda c: c.labels(None, *window)) if n != "__name__"]
     skipped = [n for n in label_names if not _classic_label(n)]
     if skipped:
         log.warning("labels %s are not classic label names and are not counted", skipped)
     label_names = [n for n in label_names if _classic_label(n)]
 
     def carriers(c: PrometheusClient, label: str) -> tuple[str, list[str]]:
-        return label, [m for m in _label_values(c, "__name__", f'{{{label}!=""}}', window) if m in counted]
+        return label, [m for m in c.label_values("__name__", f'{{{label}!=""}}', *window) if m in counted]
 
-    carried = {label: ms for label, ms in calls.map(carriers, label_names) if ms}
+    carried = {label: ms for label, ms in runner.call_each(carriers, label_names) if ms}
     # Each label: per value (one call per value) or per metric (one call per metric), whichever is fewer.
     jobs: list[tuple[str, str, str]] = []  # (mode, label, value-or-metric)
     for label, metrics in carried.items():
         if value_counts.get(label, 0) > len(metrics):
             jobs += [("metric", label, m) for m in metrics]
             continue
-        values = calls.call(lambda c, lb=label: _label_values(c, lb, None, window))
+        values = runner.call(lambda c, lb=label: c.label_values(lb, None, *window))
         if len(values) == 1:
             for m in metrics:
                 by_metric[m][label] = 1
@@ -352,10 +306,10 @@ def _label_counts(calls: _Calls, series: Mapping[str, int], window: Mapping[str,
     def run(c: PrometheusClient, job: tuple[str, str, str]) -> tuple[tuple[str, str, str], list[str]]:
         mode, label, item = job
         if mode == "value":
-            return job, _label_values(c, "__name__", selector(**{label: item}), window)
-        return job, _label_values(c, label, selector(item), window)
+            return job, c.label_values("__name__", selector(**{label: item}), *window)
+        return job, c.label_values(label, selector(item), *window)
 
-    for (mode, label, item), answer in calls.map(run, jobs):
+    for (mode, label, item), answer in runner.call_each(run, jobs):
         if mode == "value":
             for m in answer:
                 if m in by_metric:
@@ -366,13 +320,13 @@ def _label_counts(calls: _Calls, series: Mapping[str, int], window: Mapping[str,
             vanished.add(item)
     # Metrics no label list mentioned: label-less, or new since the lists were read, or gone.
     for m in sorted(set(series) - {m for ms in carried.values() for m in ms}):
-        names = calls.call(lambda c, m=m: _label_names(c, selector(m), window))
+        names = runner.call(lambda c, m=m: c.labels(selector(m), *window))
         if not names:
             vanished.add(m)
             continue
         for label in names:
             if label != "__name__" and _classic_label(label):
-                values = calls.call(lambda c, m=m, lb=label: _label_values(c, lb, selector(m), window))
+                values = runner.call(lambda c, m=m, lb=label: c.label_values(lb, selector(m), *window))
                 by_metric[m][label] = len(values)
     return vanished
 
@@ -387,9 +341,8 @@ def collect_mimir(client: PrometheusClient, source: str, tenant: str = "", *, at
         raise ValueError(f"count_method must be one of {COUNT_METHODS}, got {count_method!r}")
     started = time.monotonic()
     at = _utc(at or datetime.now(tz=UTC))
-    calls = _Calls(client, workers)
-    try:
-        total, series = _mimir_series(calls, count_method)
+    with QueryRunner(client.spec, concurrency=workers) as runner:
+        total, series = _mimir_series(runner, count_method)
         by_metric: dict[str, dict[str, int]] = {m: {} for m in series}
         vanished: set[str] = set()
         capped: set[str] = set()
@@ -398,7 +351,7 @@ def collect_mimir(client: PrometheusClient, source: str, tenant: str = "", *, at
                 return metric, c.cardinality_label_names(selector=selector(metric), count_method=count_method,
                                                          limit=MIMIR_LIMIT)
 
-            for metric, body in calls.map(label_names, sorted(series)):
+            for metric, body in runner.call_each(label_names, sorted(series)):
                 listed = body.get("cardinality") or []
                 found = {e["label_name"]: int(e["label_values_count"]) for e in listed}
                 found.pop("__name__", None)
@@ -409,10 +362,8 @@ def collect_mimir(client: PrometheusClient, source: str, tenant: str = "", *, at
                                 len(listed))
                     capped.add(metric)
                 by_metric[metric] = found
-    finally:
-        calls.close()
     snap = _snapshot(source, tenant, total, series, by_metric, vanished, flavor="mimir", at=at, partial=capped,
-                     method=f"mimir_cardinality({count_method})", head=None, top={}, queries=calls.count,
+                     method=f"mimir_cardinality({count_method})", head=None, top={}, queries=runner.stats.queries,
                      seconds=time.monotonic() - started)
     log.info("source %s tenant %s: %d %s series in %d metrics (%d vanished) with %d requests in %.1f s", source,
              tenant or "(default)", snap.head_series, count_method, len(snap.metrics), len(snap.vanished),
@@ -420,14 +371,14 @@ def collect_mimir(client: PrometheusClient, source: str, tenant: str = "", *, at
     return snap
 
 
-def _mimir_series(calls: _Calls, count_method: str) -> tuple[int, dict[str, int]]:
+def _mimir_series(runner: QueryRunner, count_method: str) -> tuple[int, dict[str, int]]:
     """(series_count_total, series per metric) from ``label_values`` of ``__name__``, paged by prefix."""
     counts: dict[str, int] = {}
     total = 0
 
     def page(regex: str | None) -> tuple[int, int, dict[str, int]]:
         sel = None if regex is None else f"{{__name__=~{quote(regex)}}}"
-        body = calls.call(lambda c: c.cardinality_label_values(["__name__"], selector=sel, count_method=count_method,
+        body = runner.call(lambda c: c.cardinality_label_values(["__name__"], selector=sel, count_method=count_method,
                                                                limit=MIMIR_LIMIT))
         entry = next((e for e in body["labels"] if e.get("label_name") == "__name__"), None)
         if entry is None:
@@ -449,7 +400,7 @@ def _mimir_series(calls: _Calls, count_method: str) -> tuple[int, dict[str, int]
                 stack += [(prefix, mid + 1, hi, False), (prefix, lo, mid, exact)]
             else:
                 if exact:
-                    _, _, one = page(_escape_re2(prefix))
+                    _, _, one = page(re2_escape(prefix))
                     counts.update(one)
                 stack.append((prefix + chr(lo), 0, _MAX_CODEPOINT, True))
         if len(counts) < n_names:
@@ -461,7 +412,7 @@ def _prefix_regex(prefix: str, lo: int, hi: int, exact: bool) -> str:
     """Names starting with ``prefix`` then a character in ``[lo-hi]`` (or ``prefix`` itself if ``exact``)."""
     cls = f"[{_cp(lo)}-{_cp(hi)}]" if lo != hi else f"[{_cp(lo)}]"
     tail = f"{cls}(?s:.*)"
-    return _escape_re2(prefix) + (f"(?:{tail})?" if exact else tail)
+    return re2_escape(prefix) + (f"(?:{tail})?" if exact else tail)
 
 
 def _cp(codepoint: int) -> str:
@@ -471,38 +422,9 @@ def _cp(codepoint: int) -> str:
 # ---- shared helpers --------------------------------------------------------------------------------
 
 
-def name_regex(names: Iterable[str]) -> str:
-    """An RE2 alternation matching exactly ``names``: ``a|b|c`` with the regex metacharacters escaped.
-
-    Only metacharacters are escaped, so Prometheus recognises the pattern as a set of literals and
-    looks each name up in its postings index instead of running the regex over every name.
-    """
-    return "|".join(_escape_re2(n) for n in names)
-
-
-def _escape_re2(text: str) -> str:
-    return "".join("\\" + ch if ch in _RE2_META else ch for ch in text)
-
-
 def _classic_label(name: str) -> bool:
     return bool(name) and (name[0].isalpha() or name[0] == "_") and all(
         ch.isascii() and (ch.isalnum() or ch == "_") for ch in name)
-
-
-def _label_values(client: PrometheusClient, label: str, match: str | None,
-                  window: Mapping[str, float]) -> list[str]:
-    # PrometheusClient.label_values has no time range; same endpoint through its JSON plumbing.
-    params: dict[str, Any] = dict(window)
-    if match:
-        params["match[]"] = match
-    return client._data(f"/api/v1/label/{urlquote(label, safe='')}/values", params)
-
-
-def _label_names(client: PrometheusClient, match: str | None, window: Mapping[str, float]) -> list[str]:
-    params: dict[str, Any] = dict(window)
-    if match:
-        params["match[]"] = match
-    return client._data("/api/v1/labels", params)
 
 
 def _head_stats(raw: Mapping[str, Any]) -> HeadStats | None:

@@ -4,6 +4,8 @@ PromQL goes through prometheus-api-client's ``PrometheusConnect``; the endpoints
 rules, labels, Mimir ruler, cardinality and user stats) use the same ``requests`` session. So every
 call shares the headers (tenant), basic auth, TLS verification, timeout, the urllib3 retry policy
 (429/5xx and connect/read errors, with backoff and Retry-After) and the one log line per request.
+The workflows send their queries through :class:`~traceo_finops.prometheus.runner.QueryRunner`, which
+switches that retry policy off and applies its own rules (split, retry, give up on a dead server).
 
 Paths: Prometheus endpoints hang off ``spec.api_url`` (for Mimir ``…/prometheus``, also when the
 spec's ``base_url`` is the bare Mimir root); so does Mimir's ruler config API
@@ -16,6 +18,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
+import math
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from time import monotonic
@@ -27,7 +30,13 @@ import requests
 import yaml
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import MaxRetryError, NewConnectionError
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    InvalidHeader,
+    MaxRetryError,
+    NameResolutionError,
+    NewConnectionError,
+)
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 from urllib3.util.retry import Retry
 
@@ -37,6 +46,7 @@ from traceo_finops.prometheus.errors import (
     PrometheusError,
     PrometheusHTTPError,
     PrometheusUnavailable,
+    PrometheusUnreachable,
 )
 from traceo_finops.prometheus.spec import SourceSpec
 
@@ -130,7 +140,7 @@ class PrometheusClient:
     def series_count(self, selector: str) -> int:
         """How many series ``selector`` matches now (PromQL ``count``); 0 when none."""
         result = self.query(f"count({selector})")
-        return int(float(result[0]["value"][1])) if result else 0
+        return sample_int(result[0]) if result else 0
 
     # ---- Prometheus API endpoints PrometheusConnect lacks ---------------------------------------
 
@@ -158,9 +168,12 @@ class PrometheusClient:
         params = {"type": rule_type} if rule_type else None
         return self._data("/api/v1/rules", params, keys=("groups",))["groups"]
 
-    def labels(self, match: str | None = None) -> list[str]:
-        """``/api/v1/labels``: label names, optionally of the series matching ``match``."""
-        return self._data("/api/v1/labels", {"match[]": match} if match else None)
+    def labels(self, match: str | None = None, start: datetime | float | None = None,
+               end: datetime | float | None = None) -> list[str]:
+        """``/api/v1/labels``: label names, optionally of the series matching ``match`` in ``[start, end]``.
+
+        Without a range Prometheus answers from its whole TSDB and Mimir from its default range."""
+        return self._data("/api/v1/labels", _optional(**{"match[]": match}, **_range(start, end)))
 
     def series(self, match: str, start: datetime | float, end: datetime | float) -> list[dict[str, str]]:
         """``/api/v1/series``: the label sets of the series ``match`` selects between ``start`` and ``end``.
@@ -170,10 +183,11 @@ class PrometheusClient:
         params = {"match[]": match, "start": _as_datetime(start).timestamp(), "end": _as_datetime(end).timestamp()}
         return self._data("/api/v1/series", params)
 
-    def label_values(self, label: str, match: str | None = None) -> list[str]:
-        """``/api/v1/label/<label>/values``, optionally of the series matching ``match``."""
+    def label_values(self, label: str, match: str | None = None, start: datetime | float | None = None,
+                     end: datetime | float | None = None) -> list[str]:
+        """``/api/v1/label/<label>/values``, optionally of the series matching ``match`` in ``[start, end]``."""
         path = f"/api/v1/label/{urlquote(label, safe='')}/values"
-        return self._data(path, {"match[]": match} if match else None)
+        return self._data(path, _optional(**{"match[]": match}, **_range(start, end)))
 
     # ---- Grafana Mimir ----------------------------------------------------------------------------
 
@@ -332,7 +346,8 @@ class PrometheusClient:
             verdict = "not authenticated" if status == 401 else "not allowed"
             self._fail(PrometheusAuthError, url, f"{problem} ({verdict} for {who}; check the connection's "
                                                  f"login/password and tenant): {detail}", status)
-        self._fail(PrometheusHTTPError, url, f"{problem}: {detail}", status)
+        self._fail(PrometheusHTTPError, url, f"{problem}: {detail}", status,
+                   retry_after=_retry_after(resp.headers.get("Retry-After")))
 
     def _raise_network(self, url: str, exc: requests.RequestException, started: float) -> NoReturn:
         inner = exc.args[0] if exc.args else exc
@@ -345,6 +360,9 @@ class PrometheusClient:
         what = f"timed out (timeout {self.spec.timeout:g}s)" if timed_out else "got no answer"
         log.info("source %r: GET %s -> %s in %.0f ms", self.spec.name, _public(url), what,
                  (monotonic() - started) * 1000)
+        unreachable = _connect_failure(reason)
+        if unreachable is not None:
+            raise self._error(PrometheusUnreachable, url, f"{what}{after}: {reason}", reason=unreachable) from exc
         cls = PrometheusUnavailable if isinstance(
             exc, requests.ConnectionError | requests.Timeout | requests.exceptions.ChunkedEncodingError
         ) else PrometheusError
@@ -359,16 +377,18 @@ class PrometheusClient:
         text = " ".join((resp.text if resp is not None else "").split())
         return (text[:EXCERPT] + "…" if len(text) > EXCERPT else text) or "(empty body)"
 
-    def _error(self, cls: type[PrometheusError], url: str, problem: str,
-               status: int | None = None) -> PrometheusError:
+    def _error(self, cls: type[PrometheusError], url: str, problem: str, status: int | None = None,
+               **extra: Any) -> PrometheusError:
         message = f"source {self.spec.name!r}: GET {_public(url)} {problem}"
         for secret in self._secrets:  # a proxy may echo the Authorization header into its error body
             message = message.replace(secret, "***")
-        return cls(message, source=self.spec.name, url=_public(url), status=status)
+        if status is not None:
+            extra["status"] = status
+        return cls(message, source=self.spec.name, url=_public(url), **extra)
 
     def _fail(self, cls: type[PrometheusError], url: str, problem: str,
-              status: int | None = None) -> NoReturn:
-        raise self._error(cls, url, problem, status) from None
+              status: int | None = None, **extra: Any) -> NoReturn:
+        raise self._error(cls, url, problem, status, **extra) from None
 
     def _bad(self, url: str, problem: str, status: int | None = None) -> NoReturn:
         self._fail(PrometheusBadResponse, url, problem, status)
@@ -392,6 +412,42 @@ def _public(url: str) -> str:
     return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
 
 
+def sample_value(sample: dict[str, Json]) -> float | None:
+    """The value of one sample of an instant-query answer; None when it is NaN, ±Inf or unreadable."""
+    try:
+        value = float(sample["value"][1])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def sample_int(sample: dict[str, Json]) -> int:
+    """The value of one sample that is a count (``count(...)``), as an int; raises on a malformed sample."""
+    return int(float(sample["value"][1]))
+
+
+def _connect_failure(reason: object) -> str | None:
+    """Why no connection could be made, in a few words; None when the failure came after connecting."""
+    if isinstance(reason, NameResolutionError):
+        return "DNS lookup failed"
+    if isinstance(reason, NewConnectionError):  # refused, no route to host, network unreachable
+        cause = reason.__cause__ or reason.__context__
+        return str(getattr(cause, "strerror", None) or "no connection").lower()
+    if isinstance(reason, ConnectTimeoutError):
+        return "connect timed out"
+    return None
+
+
+def _retry_after(header: str | None) -> float | None:
+    """Seconds of a ``Retry-After`` header (seconds or an HTTP date), capped at ``MAX_RETRY_AFTER``."""
+    if not header:
+        return None
+    try:
+        return min(max(Retry().parse_retry_after(header), 0.0), MAX_RETRY_AFTER)
+    except InvalidHeader:
+        return None
+
+
 def _retries_used(resp: requests.Response) -> int:
     retries = getattr(resp.raw, "retries", None)
     return len(retries.history) if retries is not None else 0
@@ -408,6 +464,11 @@ def _envelope_error(body: Any) -> str:
 def _optional(**params: Any) -> dict[str, Any]:
     """The params that are set (not None/empty)."""
     return {k: v for k, v in params.items() if v not in (None, "")}
+
+
+def _range(start: datetime | float | None, end: datetime | float | None) -> dict[str, float | None]:
+    return {"start": None if start is None else _as_datetime(start).timestamp(),
+            "end": None if end is None else _as_datetime(end).timestamp()}
 
 
 def _instant(value: Instant) -> float | str:

@@ -9,17 +9,34 @@ from __future__ import annotations
 
 
 class PrometheusError(Exception):
-    """Base class; ``source``, ``url`` and ``status`` (None without an HTTP answer) are attributes."""
+    """Base class; ``source``, ``url`` and ``status`` (None without an HTTP answer) are attributes.
 
-    def __init__(self, message: str, *, source: str, url: str | None = None, status: int | None = None):
+    ``retry_after``: the seconds the server's ``Retry-After`` header asked for, None without one.
+    """
+
+    def __init__(self, message: str, *, source: str, url: str | None = None, status: int | None = None,
+                 retry_after: float | None = None):
         super().__init__(message)
         self.source = source
         self.url = url
         self.status = status
+        self.retry_after = retry_after
 
 
 class PrometheusUnavailable(PrometheusError):
     """No HTTP answer: connection refused, reset or timed out (after the retries)."""
+
+
+class PrometheusUnreachable(PrometheusUnavailable):
+    """No connection could be made at all: refused, DNS lookup failed, connect timed out.
+
+    ``reason`` says which in a few words (``connection refused``). Not a reason to split a query: the
+    server is not there, and smaller queries will not find it either.
+    """
+
+    def __init__(self, message: str, *, source: str, url: str | None = None, reason: str = "") -> None:
+        super().__init__(message, source=source, url=url)
+        self.reason = reason
 
 
 class PrometheusHTTPError(PrometheusError):
@@ -32,3 +49,7 @@ class PrometheusAuthError(PrometheusHTTPError):
 
 class PrometheusBadResponse(PrometheusError):
     """A success status but an unusable body: not JSON/YAML, status=error envelope or missing keys."""
+
+
+class PrometheusQueryTooLarge(PrometheusError):
+    """The server keeps timing out on, or refusing as too large, a query that cannot be split any further."""

@@ -12,185 +12,80 @@ as too big (``--query.timeout``, ``--query.max-samples``, Mimir's limits) is spl
 from __future__ import annotations
 
 import logging
-import math
+import operator
 import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from traceo_finops import prometheus
 from traceo_finops.prometheus import (
-    PrometheusAuthError,
-    PrometheusBadResponse,
     PrometheusClient,
-    PrometheusError,
-    PrometheusHTTPError,
-    PrometheusUnavailable,
+    PrometheusQueryTooLarge,
     SourceSpec,
     quote,
+    re2_escape,
+    sample_value,
 )
 from traceo_finops.rightsizing import queries as q
-from traceo_finops.rightsizing.errors import MissingMetricError, RightsizingError
+from traceo_finops.rightsizing.errors import MissingMetricError
 from traceo_finops.rightsizing.model import (
+    BATCH_KINDS,
     POD,
     REPLICA_LABELS,
     REPLICASET,
     ContainerUsage,
+    Run,
     WorkloadInfo,
 )
 
 log = logging.getLogger(__name__)
 
 Series = list[dict[str, Any]]
-BACKOFF_SECONDS = 1.0
 
 
 # ---- running queries ------------------------------------------------------------------------------------
 
 
-@dataclass
-class RunStats:
-    """What it took: queries sent, batches split, retries, and answers that were timeouts or refusals."""
-
-    queries: int = 0
-    splits: int = 0
-    retries: int = 0
-    timeouts: int = 0
-    refused: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def add(self, **counts: int) -> None:
-        with self.lock:
-            for k, v in counts.items():
-                setattr(self, k, getattr(self, k) + v)
-
-    def as_dict(self) -> dict[str, int]:
-        return {"queries": self.queries, "splits": self.splits, "retries": self.retries,
-                "timeouts": self.timeouts, "refused": self.refused}
-
-
-def classify(exc: PrometheusError) -> str:
-    """What to do about a failed query.
-
-    ``timeout`` and ``refused`` (too slow, too big: smaller pieces may pass) split the batch; ``retry`` is for
-    transient failures; ``fatal`` for the rest (bad query, 401/403: a wrong tenant stays wrong).
-    """
-    text = str(exc).lower()
-    if isinstance(exc, PrometheusAuthError):
-        return "fatal"
-    if isinstance(exc, PrometheusUnavailable):
-        return "timeout" if "timed out" in text else "retry"
-    if isinstance(exc, PrometheusHTTPError):
-        if exc.status == 504 or (exc.status == 503 and ("timeout" in text or "timed out" in text)):
-            return "timeout"  # Prometheus: 503 errorType timeout; a gateway: 504
-        if exc.status == 422:
-            return "refused"  # Prometheus: too many samples; Mimir: its per-query limits
-        if exc.status in (429, 500, 502, 503):
-            return "retry"
-        return "fatal"
-    if isinstance(exc, PrometheusBadResponse):
-        return "retry"
-    return "fatal"
-
-
-class QueryRunner:
-    """Instant queries at one time, ``concurrency`` at a time, with split-and-retry per batch.
-
-    The HTTP layer's own retries are switched off (``retries=0``): a query the server timed out on would
-    only time out again, so it is split here instead; transient failures are retried here with backoff.
-    """
+class BatchRunner(prometheus.QueryRunner):
+    """The shared :class:`~traceo_finops.prometheus.QueryRunner` (the concurrency, retry and split rules of every
+    workflow) bound to the window end: instant queries at ``at``, series listed over the history, and batch
+    queries that are split by namespace, then by pod, when the server gives up on them."""
 
     def __init__(self, spec: SourceSpec, at: datetime | float, concurrency: int = 2, retries: int | None = None,
                  history_seconds: float | None = None, sleep: Callable[[float], None] = time.sleep):
         """``history_seconds``: lets a namespace batch be cut into pod batches (its pods are listed over it)."""
-        self.spec = spec.model_copy(update={"retries": 0})
+        super().__init__(spec, concurrency=concurrency, retries=retries, sleep=sleep)
         self.at = at.timestamp() if isinstance(at, datetime) else float(at)  # the instant every query is at
-        self.concurrency = concurrency
-        self.retries = spec.retries if retries is None else retries
         self.history_seconds = history_seconds
-        self.stats = RunStats()
-        self._local = threading.local()
-        self._clients: list[PrometheusClient] = []
         self._pods_cache: dict[str, tuple[str, ...]] = {}
         self._pods_lock = threading.Lock()
-        self._sleep = sleep
-
-    def client(self) -> PrometheusClient:
-        c = getattr(self._local, "client", None)
-        if c is None:
-            c = self._local.client = PrometheusClient(self.spec)
-            self._clients.append(c)
-        return c
-
-    def close(self) -> None:
-        for c in self._clients:
-            c.close()
-
-    def __enter__(self) -> QueryRunner:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def query(self, promql: str) -> Series:
-        """One query, retried on transient failures and timeouts (not split)."""
-        return self._retrying(lambda: self.client().query(promql, time=self.at))
+        """One instant query at ``at``, retried (not split)."""
+        return self.call(lambda c: c.query(promql, time=self.at))
 
     def series(self, selector: str) -> list[dict[str, str]]:
-        """The label sets ``selector`` matches over the history, retried like :meth:`query` (not split)."""
-        return self._retrying(lambda: self._list(selector))
+        """The label sets ``selector`` matches over the history, retried (not split)."""
+        return self.call(lambda c: self._list(c, selector))
 
-    def _list(self, selector: str) -> list[dict[str, str]]:
-        return self.client().series(selector, self.at - (self.history_seconds or 3600), self.at)
-
-    def _retrying(self, call: Callable[[], Any]) -> Any:
-        attempt = 0
-        while True:
-            self.stats.add(queries=1)
-            try:
-                return call()
-            except PrometheusError as exc:
-                if classify(exc) == "fatal" or attempt >= self.retries:
-                    raise
-                attempt += 1
-                self.stats.add(retries=1)
-                log.info("retrying after: %s", exc)
-                self._sleep(BACKOFF_SECONDS * 2 ** (attempt - 1))
+    def _list(self, client: PrometheusClient, selector: str) -> list[dict[str, str]]:
+        return client.series(selector, self.at - (self.history_seconds or 3600), self.at)
 
     def batch_query(self, build: Callable[[q.Batch], str], batch: q.Batch, series_api: bool = False) -> Series:
         """``build(batch)``; when the server gives up on it, the same for each half, and so on down to a pod.
 
         ``series_api``: ``build`` makes a selector, listed with the series API over the history; each label set
         comes back as a sample of value 1 (the shape of a PromQL answer)."""
-        attempt = 0
-        while True:
-            self.stats.add(queries=1)
-            try:
-                if series_api:
-                    return [{"metric": labels, "value": [self.at, "1"]} for labels in self._list(build(batch))]
-                return self.client().query(build(batch), time=self.at)
-            except PrometheusError as exc:
-                verdict = classify(exc)
-                if verdict == "fatal":
-                    raise
-                if verdict in ("timeout", "refused"):
-                    self.stats.add(timeouts=int(verdict == "timeout"), refused=int(verdict == "refused"))
-                    halves = self._halves(batch)
-                    if halves is not None:
-                        self.stats.add(splits=1)
-                        log.info("batch %s: %s; splitting it into %s and %s", batch.label, _short(exc),
-                                 halves[0].label, halves[1].label)
-                        return (self.batch_query(build, halves[0], series_api)
-                                + self.batch_query(build, halves[1], series_api))
-                if attempt >= self.retries or verdict == "refused":  # refused once, refused again
-                    raise RightsizingError(f"batch {batch.label}: the server keeps failing on a query that "
-                                           f"cannot be split further: {exc}") from exc
-                attempt += 1
-                self.stats.add(retries=1)
-                self._sleep(BACKOFF_SECONDS * 2 ** (attempt - 1))
+        def run(client: PrometheusClient, b: q.Batch) -> Series:
+            if series_api:
+                return [{"metric": labels, "value": [self.at, "1"]} for labels in self._list(client, build(b))]
+            return client.query(build(b), time=self.at)
+
+        return self.split(run, batch, self._halves, operator.add, describe=lambda b: f"batch {b.label}")
 
     def _halves(self, batch: q.Batch) -> tuple[q.Batch, q.Batch] | None:
         halves = batch.split()
@@ -201,34 +96,22 @@ class QueryRunner:
         return halves
 
     def pods_of(self, namespace: str) -> tuple[str, ...]:
-        """The pods with container series in ``namespace`` over the history (listed once)."""
+        """The pods with container series or an owner series in ``namespace`` over the history (listed once):
+        a pod that never started (no start time, no container series) still has its requests to report."""
         with self._pods_lock:
             if namespace not in self._pods_cache:
-                listed = self.series(q.container_series(q.regex_escape(namespace)))
+                listed = self.series(q.container_series(re2_escape(namespace)))
+                listed += self.series(f"kube_pod_owner{{namespace={quote(namespace)}}}")
                 self._pods_cache[namespace] = tuple(sorted({s["pod"] for s in listed if s.get("pod")}))
             return self._pods_cache[namespace]
 
-    def run_all(self, jobs: dict[str, Callable[[], Series]]) -> dict[str, Series]:
-        """Run named query jobs ``concurrency`` at a time; the first failure propagates."""
-        if self.concurrency <= 1 or len(jobs) <= 1:
-            return {name: job() for name, job in jobs.items()}
-        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="rightsizing") as pool:
-            futures = {name: pool.submit(job) for name, job in jobs.items()}
-            return {name: f.result() for name, f in futures.items()}
+
+QueryRunner = BatchRunner  # the name tests/test_rightsizing_devstack.py imports; new code says BatchRunner
 
 
 def _short(exc: Exception) -> str:
     text = str(exc)
     return text if len(text) < 160 else text[:157] + "…"
-
-
-def _value(sample: dict[str, Any]) -> float | None:
-    """The sample's value, None when it is NaN, ±Inf or unreadable."""
-    try:
-        v = float(sample["value"][1])
-    except (KeyError, IndexError, TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
 
 
 # ---- plan -----------------------------------------------------------------------------------------------
@@ -248,9 +131,9 @@ def check_metrics(client: PrometheusClient, required: dict[str, str] | None = No
             "(and, on Mimir, that this is the tenant they are written to).", missing)
 
 
-def detect_scrape_interval(runner: QueryRunner, namespaces: str) -> int | None:
+def detect_scrape_interval(runner: BatchRunner, namespaces: str) -> int | None:
     result = runner.query(q.samples_last_hour(namespaces))
-    value = _value(result[0]) if result else None
+    value = sample_value(result[0]) if result else None
     return q.nearest_scrape_interval(value) if value else None
 
 
@@ -268,9 +151,8 @@ class Plan:
 def plan(spec: SourceSpec, at: datetime, history_seconds: float, *, rate_window: float, max_points: int,
          max_samples_per_query: int, namespaces: str = ".+") -> Plan:
     """Check the source, choose the resolution and cut the namespaces into batches."""
-    with PrometheusClient(spec) as client:
-        check_metrics(client)
-    with QueryRunner(spec, at, concurrency=1, history_seconds=history_seconds) as runner:
+    with BatchRunner(spec, at, concurrency=1, history_seconds=history_seconds) as runner:
+        runner.call(check_metrics)
         scrape = detect_scrape_interval(runner, namespaces)
         res = q.choose_resolution(history_seconds, rate_window, scrape, max_points)
         # Container series per namespace and per pod over the history, from the index (no sample decoded).
@@ -307,11 +189,11 @@ class BatchResult:
 
 def collect_batch(spec: SourceSpec, batch: q.Batch, res: q.Resolution, at: datetime, *,
                   cpu_percentile: float = 0.95, concurrency: int = 2,
-                  runner: QueryRunner | None = None) -> BatchResult:
+                  runner: BatchRunner | None = None) -> BatchResult:
     """Discovery and usage of one batch; every answer is one number per pod, container or workload."""
     t0 = time.monotonic()
     own = runner is None
-    runner = runner or QueryRunner(spec, at, concurrency, history_seconds=res.history_seconds)
+    runner = runner or BatchRunner(spec, at, concurrency, history_seconds=res.history_seconds)
     try:
         quantiles = sorted({*q.CPU_QUANTILES, cpu_percentile})
         jobs: dict[str, Callable[[], Series]] = {}
@@ -337,7 +219,7 @@ def collect_batch(spec: SourceSpec, batch: q.Batch, res: q.Resolution, at: datet
     return BatchResult(containers, workloads, dict(skipped), runner.stats.as_dict(), time.monotonic() - t0)
 
 
-def _usage_job(runner: QueryRunner, batch: q.Batch, stat: str, res: q.Resolution, quantiles: Sequence[float],
+def _usage_job(runner: BatchRunner, batch: q.Batch, stat: str, res: q.Resolution, quantiles: Sequence[float],
                chosen: float) -> Callable[[], Series]:
     def build(b: q.Batch) -> str:
         return next(u.promql for u in q.usage_queries(b, res, quantiles, chosen) if u.stat == stat)
@@ -345,7 +227,7 @@ def _usage_job(runner: QueryRunner, batch: q.Batch, stat: str, res: q.Resolution
     return lambda: runner.batch_query(build, batch)
 
 
-def _discovery_job(runner: QueryRunner, batch: q.Batch, name: str, build_all: Callable[[q.Batch], dict[str, str]],
+def _discovery_job(runner: BatchRunner, batch: q.Batch, name: str, build_all: Callable[[q.Batch], dict[str, str]],
                    series_api: bool = False) -> Callable[[], Series]:
     return lambda: runner.batch_query(lambda b: build_all(b)[name], batch, series_api)
 
@@ -373,7 +255,7 @@ def _usage_by_container(answers: dict[str, Series], quantiles: Sequence[float],
             if key is None:
                 skipped["usage series without namespace/pod/container"] += 1
                 continue
-            value = _value(sample)
+            value = sample_value(sample)
             if value is None:
                 skipped[f"{stat} NaN/Inf"] += 1
                 if stat == "memory_peak":
@@ -385,7 +267,7 @@ def _usage_by_container(answers: dict[str, Series], quantiles: Sequence[float],
     return out
 
 
-def _refill_memory_peaks(runner: QueryRunner, usage: dict[ContainerKey, dict[str, float]], res: q.Resolution,
+def _refill_memory_peaks(runner: BatchRunner, usage: dict[ContainerKey, dict[str, float]], res: q.Resolution,
                          skipped: Counter[str]) -> None:
     """Containers whose raw working-set peak came back NaN/Inf: read the peak again without those samples."""
     bad: dict[str, list[str]] = defaultdict(list)
@@ -399,14 +281,14 @@ def _refill_memory_peaks(runner: QueryRunner, usage: dict[ContainerKey, dict[str
                 answer = runner.batch_query(lambda b, st=step: q.memory_peak_filtered(b.namespaces[0], b.pods, res, st),
                                             q.Batch((ns,), tuple(pods)))
                 break
-            except RightsizingError as exc:
+            except PrometheusQueryTooLarge as exc:
                 log.info("re-reading memory peaks at %ss failed (%s); trying coarser", step, _short(exc))
         else:
             skipped["memory_peak unreadable (NaN/Inf samples)"] += len(pods)
             continue
         for sample in answer:
             key = _labels(sample, "namespace", "pod", "container")
-            value = _value(sample)
+            value = sample_value(sample)
             if key is not None and value is not None:
                 prev = usage[key].get("memory_peak")
                 usage[key]["memory_peak"] = value if prev is None else max(prev, value)
@@ -424,7 +306,7 @@ class _Pods:
         for name in ("pod_samples", "pod_alive"):
             for s in answers.get(name, []):
                 key = _labels(s, "namespace", "pod")
-                value = _value(s)
+                value = sample_value(s)
                 if key is None or value is None:
                     skipped["kube_pod_owner series without namespace/pod"] += int(name == "pod_samples")
                     continue
@@ -461,7 +343,7 @@ class _Pods:
         return kind, owner
 
 
-def _requests_of_gone_workloads(runner: QueryRunner, answers: dict[str, Series], pods: _Pods,
+def _requests_of_gone_workloads(runner: BatchRunner, answers: dict[str, Series], pods: _Pods,
                                 usage: dict[ContainerKey, dict[str, float]], res: q.Resolution) -> None:
     """Requests are read for the pods running at the end (a short range: cheap). A workload none of whose pods
     runs at the end (a finished Job whose pods are gone, a scaled-down workload) gets its pods' last requests
@@ -477,7 +359,7 @@ def _requests_of_gone_workloads(runner: QueryRunner, answers: dict[str, Series],
                                           for name in ("requests", "limits")})
 
 
-def _restarts_of_gone_pods(runner: QueryRunner, answers: dict[str, Series], pods: _Pods,
+def _restarts_of_gone_pods(runner: BatchRunner, answers: dict[str, Series], pods: _Pods,
                            res: q.Resolution) -> None:
     """Restarts are read for the pods running at the end (short ranges); pods gone before the end of the
     window (replaced, finished) get theirs over the whole window."""
@@ -487,7 +369,7 @@ def _restarts_of_gone_pods(runner: QueryRunner, answers: dict[str, Series], pods
     _add_for_pods(runner, answers, gone, {"restarts": lambda b: q.restarts_of_pods(b, res)})
 
 
-def _add_for_pods(runner: QueryRunner, answers: dict[str, Series], pods: dict[str, set[str]],
+def _add_for_pods(runner: BatchRunner, answers: dict[str, Series], pods: dict[str, set[str]],
                   builds: dict[str, Callable[[q.Batch], str]]) -> None:
     """``builds[name]`` for the given pods of each namespace (pod batches, ``concurrency`` at a time), their
     answers appended to ``answers[name]``."""
@@ -510,14 +392,14 @@ def _assemble(answers: dict[str, Series], usage: dict[ContainerKey, dict[str, fl
         for s in answers.get(answer, []):
             key = _labels(s, "namespace", "pod", "container")
             resource = (s.get("metric") or {}).get("resource")
-            value = _value(s)
+            value = sample_value(s)
             if key is None or value is None:
                 skipped[f"kube_pod_container_resource_{answer} without labels or value"] += 1
                 continue
             if resource in ("cpu", "memory"):
                 resources[key][f"{resource}_{prefix}"] = value
     restarts = {k: v for s in answers.get("restarts", [])
-                if (k := _labels(s, "namespace", "pod", "container")) and (v := _value(s)) is not None}
+                if (k := _labels(s, "namespace", "pod", "container")) and (v := sample_value(s)) is not None}
     oom = {k for s in answers.get("oom_killed", []) if (k := _labels(s, "namespace", "pod", "container"))}
 
     keys = set(usage) | set(resources)
@@ -543,6 +425,9 @@ def _assemble(answers: dict[str, Series], usage: dict[ContainerKey, dict[str, fl
             memory_request=res_.get("memory_request"), memory_limit=res_.get("memory_limit"),
             requests_alive=is_alive, restarts=round(restarts.get((ns, pod, container), 0)),
             oom_killed=oom_here, last_oom_limit=res_.get("memory_limit") if oom_here else None)
+        if kind in BATCH_KINDS and piece.cpu and points:
+            # Each pod of a Job/CronJob is a run: keep its own figures (a pod that never ran has none).
+            piece.runs = [Run(pod, dict(piece.cpu), points, points * scrape, piece.memory_peak)]
         if piece.key in pieces:
             pieces[piece.key].absorb(piece)
         else:
@@ -556,7 +441,7 @@ def _assemble(answers: dict[str, Series], usage: dict[ContainerKey, dict[str, fl
     for answer, attr in (("replicas_now", "replicas"), ("replicas_avg", "avg_replicas")):
         for s in answers.get(answer, []):
             metric = s.get("metric") or {}
-            value = _value(s)
+            value = sample_value(s)
             label = next((lbl for lbl in REPLICA_LABELS if metric.get(lbl)), None)
             if label is None or value is None or not metric.get("namespace"):
                 continue

@@ -10,8 +10,8 @@ import pyarrow as pa
 
 from traceo_finops.quality import Expect, between, not_null, one_of, unique_together
 from traceo_finops.reports import Dataset
-from traceo_finops.rightsizing.model import ContainerUsage, WorkloadInfo
-from traceo_finops.rightsizing.queries import Resolution, quantile_key
+from traceo_finops.rightsizing.model import BATCH_KINDS, ContainerUsage, WorkloadInfo
+from traceo_finops.rightsizing.queries import Resolution
 from traceo_finops.rightsizing.recommend import Policy, Prices, Recommendation, Status, costs, recommend
 from traceo_finops.slack import Digest
 
@@ -25,14 +25,15 @@ def _f(name: str, kind: pa.DataType, nullable: bool = False) -> pa.Field:
 
 RIGHTSIZING = Dataset(
     name=DATASET_NAME,
-    version=1,
+    version=2,  # v2: statuses (every status that applies), runs (batch workloads)
     description="Per workload container: current and recommended CPU/memory requests and limits, the usage "
-                "percentiles behind them, confidence, status and monthly cost now/after/saving.",
+                "percentiles behind them, confidence, statuses and monthly cost now/after/saving.",
     schema=pa.schema([
         _f("source", STR), _f("tenant", STR),
         _f("namespace", STR),  # "" for observability-stack processes
         _f("workload_kind", STR), _f("workload_name", STR), _f("container", STR),
         _f("replicas", I64), _f("billed_replicas", F64), _f("pods_seen", I64),
+        _f("runs", I64, True),  # batch workloads (Job, CronJob): pods that ran in the window; null otherwise
         _f("hpa", STR, True),
         # Sizes: CPU in cores, memory in bytes; null = not set (current) or no data (recommended).
         _f("current_cpu_request", F64, True), _f("current_cpu_limit", F64, True),
@@ -45,18 +46,20 @@ RIGHTSIZING = Dataset(
         _f("memory_p99", F64, True), _f("memory_peak", F64, True),
         _f("oom_killed", BOOL), _f("restarts", I64), _f("last_oom_limit", F64, True),
         _f("history_days", F64), _f("coverage", F64), _f("confidence_days", F64), _f("confidence", F64),
-        _f("status", STR), _f("reason", STR),
+        _f("status", STR),  # the first of statuses
+        _f("statuses", pa.list_(STR)),  # every status that applies, in the order of precedence
+        _f("reason", STR),
         _f("monthly_cost_now_usd", F64), _f("monthly_cost_after_usd", F64), _f("monthly_saving_usd", F64),
         _f("resolution_seconds", I64), _f("rate_window_seconds", I64),
         _f("window_start", pa.timestamp("s", tz="UTC")), _f("window_end", pa.timestamp("s", tz="UTC")),
     ]),
     expectations=(
-        *not_null("source", "namespace", "workload_kind", "workload_name", "container", "status", "replicas",
-                  "monthly_cost_now_usd", "monthly_cost_after_usd", "monthly_saving_usd", "confidence"),
+        *not_null("source", "namespace", "workload_kind", "workload_name", "container", "status", "statuses",
+                  "replicas", "monthly_cost_now_usd", "monthly_cost_after_usd", "monthly_saving_usd", "confidence"),
         one_of("status", [s.value for s in Status]),
         unique_together("source", "tenant", "namespace", "workload_kind", "workload_name", "container"),
         between("confidence", 0, 1), between("coverage", 0, 1), between("history_days", min_value=0),
-        between("replicas", min_value=0), between("billed_replicas", min_value=0),
+        between("replicas", min_value=0), between("billed_replicas", min_value=0), between("runs", min_value=0),
         between("monthly_cost_now_usd", min_value=0), between("monthly_cost_after_usd", min_value=0),
         between("recommended_cpu_request", min_value=0.001), between("recommended_memory_request", min_value=2**20),
         between("cpu_max", min_value=0), between("memory_peak", min_value=0),
@@ -85,10 +88,15 @@ def rows(source: str, tenant: str, containers: Iterable[ContainerUsage],
         key = (c.namespace, c.kind, c.name)
         info = workloads.get(key) or WorkloadInfo(*key)
         replicas = info.replicas if info.replicas is not None else alive_by_workload[key]
-        if info.hpa is None and info.replicas is not None and c.kind not in ("Job", "CronJob"):
+        batch = c.kind in BATCH_KINDS
+        if info.hpa is None and info.replicas is not None and not batch:
             billed = float(replicas)  # fixed replicas: what runs now is what will run
         elif info.avg_replicas is not None:
             billed = info.avg_replicas  # HPA-scaled workloads and Jobs: what ran on average
+        elif batch:
+            # No job metrics (kube_job_status_active): the runs' running time over the window. Pods that
+            # exist at the end have mostly finished (kept for their logs) and reserve nothing.
+            billed = sum(r.seconds for r in c.runs) / window if window > 0 else 0.0
         else:
             billed = float(replicas)
         billed = round(billed, 4)  # the dollars use exactly the figure the row shows
@@ -99,19 +107,20 @@ def rows(source: str, tenant: str, containers: Iterable[ContainerUsage],
         out.append({
             "source": source, "tenant": tenant, "namespace": c.namespace, "workload_kind": c.kind,
             "workload_name": c.name, "container": c.container, "replicas": int(replicas),
-            "billed_replicas": billed, "pods_seen": len(c.pods), "hpa": info.hpa,
+            "billed_replicas": billed, "pods_seen": len(c.pods), "runs": rec.confidence.runs, "hpa": info.hpa,
             "current_cpu_request": c.cpu_request, "current_cpu_limit": c.cpu_limit,
             "current_memory_request": c.memory_request, "current_memory_limit": c.memory_limit,
             "recommended_cpu_request": rec.cpu_request, "recommended_cpu_limit": rec.cpu_limit,
             "recommended_memory_request": rec.memory_request, "recommended_memory_limit": rec.memory_limit,
             "cpu_percentile": policy.cpu_percentile,
-            **{f"cpu_{k}": c.cpu.get(k) for k in ("p50", "p90", "p95", "p99", "max")},
-            "cpu_baseline": c.cpu.get(quantile_key(policy.cpu_percentile)),
+            # Batch workloads: each percentile over the runs of the runs' own (recommend.run_cpu).
+            **{f"cpu_{k}": rec.cpu.get(k) for k in ("p50", "p90", "p95", "p99", "max")},
+            "cpu_baseline": rec.cpu_baseline,
             "memory_p99": c.memory_p99, "memory_peak": c.memory_peak,
             "oom_killed": c.oom_killed, "restarts": c.restarts, "last_oom_limit": c.last_oom_limit,
             "history_days": round(rec.confidence.history_days, 4), "coverage": round(rec.confidence.coverage, 4),
             "confidence_days": round(rec.confidence.days, 4), "confidence": round(rec.confidence.score, 4),
-            "status": rec.status.value, "reason": rec.reason,
+            "status": rec.status.value, "statuses": [s.value for s in rec.statuses], "reason": rec.reason,
             "monthly_cost_now_usd": now, "monthly_cost_after_usd": after, "monthly_saving_usd": saving,
             "resolution_seconds": res.step, "rate_window_seconds": res.rate_window,
             "window_start": window_start, "window_end": window_end,

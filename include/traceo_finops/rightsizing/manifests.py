@@ -66,7 +66,7 @@ def patches(report_rows: Iterable[dict[str, Any]]) -> dict[str, bytes]:
         for part in reversed(PATCHABLE[kind]):
             node = {part: node}
         saving = sum(float(r["monthly_saving_usd"]) for r in rows)
-        statuses = ", ".join(sorted({r["status"] for r in rows}))
+        statuses = ", ".join(sorted({s for r in rows for s in (r.get("statuses") or [r["status"]])}))
         head = (f"# {kind} {ns}/{name}: {statuses}; monthly saving ${saving:,.2f}\n"
                 f"# kubectl -n {ns} patch {kind.lower()} {name} --type strategic --patch-file "
                 f"{patch_filename(ns, kind, name)}\n")

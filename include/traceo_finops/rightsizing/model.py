@@ -3,6 +3,9 @@
 A namespace may be split over several batches (by pods), so a workload's pods can be seen by different
 tasks: every figure of :class:`ContainerUsage` merges by max, min or sum, and :func:`merge` folds the pieces
 of all batches into one record per workload container. Plain dicts in and out (Airflow XCom).
+
+Batch workloads (Jobs, CronJobs) also keep one :class:`Run` per pod that ran: each pod of a Job or CronJob is
+one run of the same task, and the recommender sizes them from the distribution of their runs.
 """
 
 from __future__ import annotations
@@ -17,6 +20,19 @@ DEPLOYMENT, STATEFULSET, DAEMONSET, JOB, CRONJOB, REPLICASET, POD, PROCESS = (
 # Kinds whose replica count comes from a kube-state-metrics spec series.
 REPLICA_LABELS = {"deployment": DEPLOYMENT, "statefulset": STATEFULSET, "daemonset": DAEMONSET,
                   "job_name": JOB}
+# Kinds whose pods are runs of one task (repeated observations of it), not replicas serving together.
+BATCH_KINDS = (JOB, CRONJOB)
+
+
+@dataclass
+class Run:
+    """One pod of a batch workload that ran in the window: its own CPU statistics and memory peak."""
+
+    pod: str
+    cpu: dict[str, float]  # p50, p90, p95, p99, …, max of this run's CPU rate
+    cpu_samples: int  # samples of its CPU counter
+    seconds: float  # running time in the window: CPU samples × scrape interval (cAdvisor samples running containers)
+    memory_peak: float | None = None
 
 
 @dataclass
@@ -43,6 +59,8 @@ class ContainerUsage:
     restarts: int = 0
     oom_killed: bool = False
     last_oom_limit: float | None = None
+    # Batch workloads: one entry per pod with CPU samples (pods that never ran — no start time — have none).
+    runs: list[Run] = field(default_factory=list)
     # Set when the report is built (needs the workload's replicas): calendar time the container was observed.
     history_seconds: float | None = None
 
@@ -56,7 +74,9 @@ class ContainerUsage:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ContainerUsage:
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        out = cls(**{k: v for k, v in data.items() if k in known})
+        out.runs = [r if isinstance(r, Run) else Run(**r) for r in out.runs]
+        return out
 
     def absorb(self, other: ContainerUsage) -> None:
         """Fold another piece of the same workload container into this one."""
@@ -82,6 +102,10 @@ class ContainerUsage:
         self.restarts += other.restarts
         self.oom_killed = self.oom_killed or other.oom_killed
         self.last_oom_limit = _max(self.last_oom_limit, other.last_oom_limit)
+        # Runs are pods: the same pod seen twice is one run.
+        runs = {r.pod: r for r in self.runs}
+        runs.update({r.pod: r for r in other.runs if r.pod not in runs})
+        self.runs = sorted(runs.values(), key=lambda r: r.pod)
 
 
 @dataclass

@@ -16,17 +16,15 @@ sets (of the batches, of info metrics) come from the series API, which reads the
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from traceo_finops.prometheus import quote
+from traceo_finops.prometheus import MAX_POINTS_PER_SERIES, literal_regex, quote
 
 # Resolutions a subquery may use, in seconds: the usual scrape intervals and rate windows, then whole hours.
 NICE_STEPS = (15, 30, 60, 120, 180, 300, 600, 900, 1200, 1800, 3600)
 COMMON_SCRAPE_INTERVALS = (5, 10, 15, 20, 30, 60, 120, 300, 600)
-PROMETHEUS_MAX_POINTS = 11_000
 CPU_QUANTILES = (0.5, 0.9, 0.95, 0.99)
 MEMORY_QUANTILE = 0.99
 # The working-set p99 is read from samples at least history/336 apart (hourly over 14 days): each is the
@@ -43,17 +41,6 @@ RESTARTS_METRIC = "kube_pod_container_status_restarts_total"
 CONTAINER_LABELS = "namespace, pod, container"
 RESOURCE_LABELS = "namespace, pod, container, resource"
 OWNER_LABELS = "namespace, pod, owner_kind, owner_name, owner_is_controller"
-_RE2_SPECIAL = re.compile(r"([\\.+*?()|\[\]{}^$])")
-
-
-def regex_escape(value: str) -> str:
-    """``value`` as an RE2 literal (escapes only what RE2 treats specially, unlike ``re.escape``)."""
-    return _RE2_SPECIAL.sub(r"\\\1", value)
-
-
-def alternation(values: Iterable[str]) -> str:
-    """An anchored-by-Prometheus regex matching exactly ``values``."""
-    return "|".join(regex_escape(v) for v in values)
 
 
 def duration(seconds: float) -> str:
@@ -90,7 +77,7 @@ class Resolution:
 
 
 def choose_resolution(history_seconds: float, rate_window: float, scrape_interval: float | None,
-                      max_points: int = PROMETHEUS_MAX_POINTS) -> Resolution:
+                      max_points: int = MAX_POINTS_PER_SERIES) -> Resolution:
     """The subquery step and rate window for a history.
 
     The rate window is at least 4 × the scrape interval (so every window holds samples even with a missed
@@ -99,7 +86,7 @@ def choose_resolution(history_seconds: float, rate_window: float, scrape_interva
     """
     if history_seconds <= 0:
         raise ValueError(f"history must be positive, got {history_seconds}s")
-    max_points = min(max_points, PROMETHEUS_MAX_POINTS)
+    max_points = min(max_points, MAX_POINTS_PER_SERIES)
     window = max(float(rate_window), 4.0 * scrape_interval if scrape_interval else 0.0)
     step = nice_step(max(window, history_seconds / max_points))
     window = max(window, step)
@@ -152,9 +139,9 @@ class Batch:
     def matchers(self, with_pods: bool = True) -> str:
         """Label matchers selecting the batch (namespace, and pods if it is a pod batch)."""
         ns = (f"namespace={quote(self.namespaces[0])}" if len(self.namespaces) == 1
-              else f"namespace=~{quote(alternation(self.namespaces))}")
+              else f"namespace=~{quote(literal_regex(self.namespaces))}")
         if with_pods and self.pods:
-            return f"{ns},pod=~{quote(alternation(self.pods))}"
+            return f"{ns},pod=~{quote(literal_regex(self.pods))}"
         return ns
 
     def split(self) -> tuple[Batch, Batch] | None:
@@ -272,7 +259,7 @@ def usage_queries(batch: Batch, res: Resolution, quantiles: Sequence[float] = CP
 def memory_peak_filtered(namespace: str, pods: Sequence[str], res: Resolution, step: int | None = None) -> str:
     """The working-set peak without NaN/Inf samples, at the scrape resolution (for the few series that need it)."""
     step = step or res.scrape_interval or 60
-    sel = f"namespace={quote(namespace)},pod=~{quote(alternation(pods))},{CONTAINER_MATCHERS}"
+    sel = f"namespace={quote(namespace)},pod=~{quote(literal_regex(pods))},{CONTAINER_MATCHERS}"
     return (f"max_over_time(({MEMORY_METRIC}{{{sel}}} < +Inf)"
             f"[{duration(res.history_seconds)}:{duration(step)}])")
 

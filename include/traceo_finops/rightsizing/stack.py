@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from traceo_finops.prometheus import SourceSpec
+from traceo_finops.prometheus import SourceSpec, sample_value
 from traceo_finops.rightsizing import queries as q
-from traceo_finops.rightsizing.collect import QueryRunner, Series, _value
+from traceo_finops.rightsizing.collect import BatchRunner, Series
 from traceo_finops.rightsizing.model import PROCESS, ContainerUsage, WorkloadInfo
 
 log = logging.getLogger(__name__)
@@ -35,14 +35,14 @@ def collect_stack(spec: SourceSpec, jobs: Sequence[str], res: q.Resolution, at: 
     if not jobs:
         return [], []
     quantiles = sorted({*q.CPU_QUANTILES, cpu_percentile})
-    with QueryRunner(spec, at, concurrency) as runner:
+    with BatchRunner(spec, at, concurrency) as runner:
         answers: dict[str, Series] = runner.run_all(
             {u.stat: (lambda promql=u.promql: runner.query(promql)) for u in q.stack_queries(jobs, res, quantiles)})
     stats: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
     for stat, result in answers.items():
         for sample in result:
             metric = sample.get("metric") or {}
-            job, instance, value = metric.get("job"), metric.get("instance"), _value(sample)
+            job, instance, value = metric.get("job"), metric.get("instance"), sample_value(sample)
             if job and instance and value is not None:
                 stats[(job, instance)][stat] = value
     end = at.timestamp()

@@ -1,139 +1,149 @@
 """The steps of ``finops_rightsizing``, as plain functions the DAG's tasks call (no Airflow here).
 
-1. :func:`plan_sources` — per source/tenant: check metrics, choose the resolution, cut namespace batches;
+1. :func:`targets` — per source/tenant: check metrics, choose the resolution, cut namespace batches
+   (a source that fails here is recorded and the others go on);
 2. :func:`collect` — one batch (one mapped task each): discovery + usage, mergeable pieces;
-3. :func:`collect_stack_all` — the observability stack's own processes;
-4. :func:`build_report` — merge, recommend, price; rows of the ``rightsizing`` dataset and the files that go
-   beside it (patches, ``apply-patches.sh``, optional ``vpa.yaml``).
+3. :func:`size_stack` — the observability stack's own processes, per source at that source's resolution;
+4. :func:`build` — merge, recommend, price; the ``rightsizing`` dataset and the files that go beside it
+   (patches, ``apply-patches.sh``, optional ``vpa.yaml``);
+5. :func:`digest` — totals and the biggest savings.
+
+The history read is :func:`run_window`: ``workflows.rightsizing.history`` up to the end of the run's
+window, or the run's params ``history`` / ``end``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+import posixpath
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
-from traceo_finops.config import Duration, FinopsConfig
-from traceo_finops.prometheus import SourceSpec
+from traceo_finops.config import Duration, config_path
+from traceo_finops.kit.context import RunContext, Target, source_targets
+from traceo_finops.kit.outcome import NoTargets, PermanentError, TargetResult, results_of, run_target
+from traceo_finops.kit.publish import Report, read_committed
 from traceo_finops.rightsizing import manifests
 from traceo_finops.rightsizing import queries as q
 from traceo_finops.rightsizing.collect import collect_batch, plan
 from traceo_finops.rightsizing.dataset import RIGHTSIZING, rows
-from traceo_finops.rightsizing.model import ContainerUsage, merge
+from traceo_finops.rightsizing.dataset import digest as rightsizing_digest
+from traceo_finops.rightsizing.model import merge
 from traceo_finops.rightsizing.recommend import Policy, Prices
 from traceo_finops.rightsizing.stack import allocations_from_settings, collect_stack
+from traceo_finops.slack import Digest
+from traceo_finops.window import Window, parse_utc
 
 log = logging.getLogger(__name__)
-SpecFor = Callable[[dict[str, str]], SourceSpec]
 
 
-@dataclass(frozen=True)
-class SizingWindow:
-    """The history a run reads: ``history`` up to ``end`` (the run's data interval end unless overridden)."""
-
-    start: datetime
-    end: datetime
-
-    @property
-    def seconds(self) -> float:
-        return (self.end - self.start).total_seconds()
-
-    @property
-    def report_date(self) -> Any:
-        return (self.end - timedelta(microseconds=1)).date()
-
-    def as_dict(self) -> dict[str, str]:
-        return {"start": self.start.isoformat(), "end": self.end.isoformat(),
-                "report_date": self.report_date.isoformat()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, str]) -> SizingWindow:
-        return cls(datetime.fromisoformat(data["start"]), datetime.fromisoformat(data["end"]))
+def run_window(ctx: RunContext) -> Window:
+    """``[end - history, end)``: the run's window end and ``history``, or the params ``history`` / ``end``."""
+    history = ctx.settings.history
+    if ctx.param("history"):
+        try:
+            history = TypeAdapter(Duration).validate_python(str(ctx.param("history")))
+        except ValidationError as exc:
+            raise PermanentError(f"param history={ctx.param('history')!r}: {exc.errors()[0]['msg']}") from None
+    try:
+        end = parse_utc(str(ctx.param("end")), "param end") if ctx.param("end") else None
+        return ctx.window.with_history(history, end=end)
+    except ValueError as exc:
+        raise PermanentError(str(exc)) from None
 
 
-def sizing_window(run_end: datetime, history: timedelta, params: dict[str, Any] | None = None) -> SizingWindow:
-    """``[end - history, end]``; DAG params ``history`` (a duration) and ``end`` (ISO time) override either."""
-    params = params or {}
-    if params.get("history"):
-        history = TypeAdapter(Duration).validate_python(str(params["history"]))
-    end = run_end
-    if params.get("end"):
-        end = datetime.fromisoformat(str(params["end"]).replace("Z", "+00:00"))
-        if end.tzinfo is None:
-            raise ValueError(f"param end={params['end']!r} needs a time zone (e.g. 2026-05-01T00:00:00Z)")
-    end = datetime.fromtimestamp(end.timestamp(), UTC)
-    return SizingWindow(end - history, end)
+def _plan_one(ctx: RunContext, target: Target) -> dict[str, Any]:
+    st = ctx.settings
+    p = plan(ctx.spec(target), ctx.window.end, ctx.window.seconds, rate_window=st.rate_window.total_seconds(),
+             max_points=st.max_points, max_samples_per_query=st.max_samples_per_query, namespaces=st.namespaces)
+    resolution = p.resolution.as_dict()
+    batches = [target.batch(",".join(b.namespaces)[:60], batch=b.as_dict(), resolution=resolution).as_dict()
+               for b in p.batches]
+    return {"resolution": resolution, "batches": batches, "series": p.series}
 
 
-def targets(cfg: FinopsConfig) -> list[dict[str, str]]:
-    return [{"source": s.name, "conn_id": s.conn_id, "flavor": s.flavor.value, "tenant": t}
-            for s in cfg.sources for t in (s.tenants or [""])]
+def targets(ctx: RunContext) -> dict[str, Any]:
+    """Every source/tenant planned: its resolution and namespace batches (``batches`` is what is mapped over)."""
+    found = source_targets(ctx.cfg)
+    if not found:
+        raise NoTargets(f"configuration {config_path()} has no sources: nothing to size")
+    plans = [run_target(t, lambda t=t: _plan_one(ctx, t), "plan") for t in found]
+    batches = [b for p in plans if not p["error"] for b in p["payload"]["batches"]]
+    return {"plans": plans, "batches": batches}
 
 
-def plan_sources(cfg: FinopsConfig, window: SizingWindow, spec_for: SpecFor) -> list[dict[str, Any]]:
-    """Every batch of every source/tenant, ready to be a mapped task's argument."""
-    st = cfg.workflows.rightsizing
+def collect(ctx: RunContext, target: Target) -> dict[str, Any]:
+    """Discovery and server-side usage statistics of one namespace batch."""
+    st = ctx.settings
+    res = q.Resolution.from_dict(target.detail["resolution"])
+    result = collect_batch(ctx.spec(target), q.Batch.from_dict(target.detail["batch"]), res, ctx.window.end,
+                           cpu_percentile=st.cpu_percentile, concurrency=st.query_concurrency)
+    return {"source": target.source, "tenant": target.tenant, "resolution": res.as_dict(), **result.as_dict()}
+
+
+def size_stack(ctx: RunContext, plans: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The stack's processes per planned source/tenant, each at its own source's resolution."""
+    st = ctx.settings
     out = []
-    for target in targets(cfg):
-        p = plan(spec_for(target), window.end, window.seconds, rate_window=st.rate_window.total_seconds(),
-                 max_points=st.max_points, max_samples_per_query=st.max_samples_per_query,
-                 namespaces=st.namespaces)
-        for batch in p.batches:
-            out.append({**target, "batch": batch.as_dict(), "resolution": p.resolution.as_dict(),
-                        "window": window.as_dict()})
+    for planned in results_of(plans):
+        if not planned.ok:
+            continue
+        target, res = planned.target, q.Resolution.from_dict(planned.payload["resolution"])
+
+        def one(target: Target = target, res: q.Resolution = res) -> dict[str, Any]:
+            containers, workloads = collect_stack(ctx.spec(target), st.stack_jobs, res, ctx.window.end,
+                                                  allocations_from_settings(st), st.cpu_percentile,
+                                                  st.query_concurrency)
+            return {"source": target.source, "tenant": target.tenant, "resolution": res.as_dict(),
+                    "containers": [c.as_dict() for c in containers], "workloads": [w.as_dict() for w in workloads]}
+
+        out.append(run_target(target, one, "size_stack"))
     return out
 
 
-def collect(cfg: FinopsConfig, task: dict[str, Any], spec_for: SpecFor) -> dict[str, Any]:
-    st = cfg.workflows.rightsizing
-    window = SizingWindow.from_dict(task["window"])
-    result = collect_batch(spec_for(task), q.Batch.from_dict(task["batch"]), q.Resolution.from_dict(task["resolution"]),
-                           window.end, cpu_percentile=st.cpu_percentile, concurrency=st.query_concurrency)
-    return {"source": task["source"], "tenant": task["tenant"], **result.as_dict()}
-
-
-def collect_stack_all(cfg: FinopsConfig, window: SizingWindow, spec_for: SpecFor,
-                      resolution: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """The stack's processes per source/tenant (empty when ``stack_jobs`` is empty)."""
-    st = cfg.workflows.rightsizing
-    out = []
-    for target in targets(cfg):
-        res = q.Resolution.from_dict(resolution) if resolution else q.choose_resolution(
-            window.seconds, st.rate_window.total_seconds(), None, st.max_points)
-        containers, workloads = collect_stack(spec_for(target), st.stack_jobs, res, window.end,
-                                              allocations_from_settings(st), st.cpu_percentile,
-                                              st.query_concurrency)
-        out.append({"source": target["source"], "tenant": target["tenant"], "resolution": res.as_dict(),
-                    "containers": [c.as_dict() for c in containers], "workloads": [w.as_dict() for w in workloads]})
-    return out
-
-
-def build_report(cfg: FinopsConfig, pieces: Iterable[dict[str, Any]], window: SizingWindow, prices: Prices,
-                 resolution: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, bytes]]:
-    """Rows of the ``rightsizing`` dataset and the files that go beside it."""
-    st = cfg.workflows.rightsizing
+def build(ctx: RunContext, planned: Mapping[str, Any], pieces: Sequence[Mapping[str, Any]],
+          stack: Sequence[Mapping[str, Any]]) -> tuple[Report, list[TargetResult]]:
+    """Rows of the ``rightsizing`` dataset, each source/tenant at its own resolution, and the files beside it."""
+    st = ctx.settings
     policy = Policy.from_settings(st)
-    res = q.Resolution.from_dict(resolution)
+    prices = Prices.from_table(ctx.prices)
+    results = results_of(planned["plans"]) + results_of(pieces) + results_of(stack)
     by_source: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for piece in pieces:
-        by_source.setdefault((piece["source"], piece["tenant"]), []).append(piece)
+    for r in results_of(pieces) + results_of(stack):
+        if r.ok:
+            by_source.setdefault((r.payload["source"], r.payload["tenant"]), []).append(r.payload)
     report_rows: list[dict[str, Any]] = []
+    resolutions: dict[str, int] = {}
     for (source, tenant), parts in sorted(by_source.items()):
+        res = q.Resolution.from_dict(parts[0]["resolution"])
         containers, workloads = merge(parts)
-        r, _ = rows(source, tenant, containers, workloads, policy, prices, res, window.start, window.end)
+        r, _ = rows(source, tenant, containers, workloads, policy, prices, res, ctx.window.start, ctx.window.end)
         report_rows += r
+        resolutions["/".join(p for p in (source, tenant) if p)] = res.step
     files = manifests.patches(report_rows)
     if st.vpa_objects:
         files["vpa.yaml"] = manifests.vpa_objects(report_rows)
-    return report_rows, files
+    report = Report(datasets=[(RIGHTSIZING, report_rows)],
+                    artifacts={(RIGHTSIZING.name, name): content for name, content in files.items()},
+                    metadata={"resolution_seconds": ",".join(f"{k}={v}" for k, v in resolutions.items())},
+                    summary=summary([r.payload for r in results_of(pieces) if r.ok]))
+    return report, results
 
 
-def summary(pieces: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Queries, splits, retries and skipped series over every batch (for logs and report metadata)."""
+def digest(ctx: RunContext, written: Mapping[str, Any]) -> Digest:
+    """Totals and the biggest savings, from the committed report."""
+    day = ctx.report_date
+    report_rows = read_committed(ctx.store, RIGHTSIZING.name, day).to_pylist()
+    artifacts = written.get("artifacts") or []
+    folder = posixpath.dirname(artifacts[0]) if artifacts else ""
+    return rightsizing_digest(report_rows, written["datasets"][RIGHTSIZING.name]["uri"], day.isoformat(),
+                              ctx.settings.top_n_in_digest, folder)
+
+
+def summary(pieces: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Queries, splits, retries and skipped series over every batch (for logs and the task's return value)."""
     stats: dict[str, int] = {}
     skipped: dict[str, int] = {}
     for p in pieces:
@@ -144,5 +154,4 @@ def summary(pieces: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {"batches": len(pieces), **stats, "skipped": skipped}
 
 
-__all__ = ["RIGHTSIZING", "ContainerUsage", "SizingWindow", "build_report", "collect", "collect_stack_all",
-           "plan_sources", "sizing_window", "summary", "targets"]
+__all__ = ["build", "collect", "digest", "run_window", "size_stack", "summary", "targets"]
