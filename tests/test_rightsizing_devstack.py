@@ -12,7 +12,7 @@ import pytest
 from traceo_finops.pricing import HOURS_PER_MONTH, load_price_table
 from traceo_finops.prometheus import SourceSpec
 from traceo_finops.rightsizing import queries as q
-from traceo_finops.rightsizing.collect import QueryRunner, collect_batch, plan
+from traceo_finops.rightsizing.collect import BatchRunner, collect_batch, plan
 from traceo_finops.rightsizing.dataset import rows
 from traceo_finops.rightsizing.model import merge
 from traceo_finops.rightsizing.recommend import Policy, Prices
@@ -152,7 +152,7 @@ def test_a_batch_that_times_out_is_split_and_retried(sized: dict[str, Any]) -> N
     def build(b: q.Batch) -> str:
         return next(u.promql for u in q.usage_queries(b, fine) if u.stat == "cpu_p99")
 
-    with QueryRunner(spec, end, concurrency=1, history_seconds=fine.history_seconds) as runner:
+    with BatchRunner(spec, end, concurrency=1, history_seconds=fine.history_seconds) as runner:
         t = time.monotonic()
         whole = runner.batch_query(build, batch)
         t_whole = time.monotonic() - t
@@ -162,7 +162,7 @@ def test_a_batch_that_times_out_is_split_and_retried(sized: dict[str, Any]) -> N
         t_pod = time.monotonic() - t
     assert t_whole > 8 * t_pod, (t_whole, t_pod)
     tight = spec.model_copy(update={"timeout": (t_whole * t_pod) ** 0.5})
-    with QueryRunner(tight, end, concurrency=1, history_seconds=fine.history_seconds) as runner:
+    with BatchRunner(tight, end, concurrency=1, history_seconds=fine.history_seconds) as runner:
         split = runner.batch_query(build, batch)
         stats = runner.stats.as_dict()
     assert stats["timeouts"] >= 1 and stats["splits"] >= 1
@@ -186,7 +186,7 @@ def test_the_observability_stack_is_sized_from_its_own_metrics(devstack: dict[st
     containers, workloads = collect_stack(spec, ["prometheus", "mimir.*"], res, end, {"prometheus": (4.0, 16.0)})
     [proc] = containers
     assert (proc.kind, proc.name, proc.container) == ("Process", "prometheus", devstack["DEVSTACK_PROM_URL"][7:])
-    with QueryRunner(spec, end) as runner:
+    with BatchRunner(spec, end) as runner:
         # Read at the same subquery steps as the sizing, so both see the same instants.
         [inuse] = runner.query(f'max_over_time(go_memstats_heap_inuse_bytes{{job="prometheus"}}'
                                f'[{res.history_seconds}s:{res.step}s])')

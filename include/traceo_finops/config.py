@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from traceo_finops.prometheus.promql import MAX_POINTS_PER_SERIES, format_duration, parse_duration
+from traceo_finops.prometheus.spec import Flavor
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "include" / "config" / "finops.yaml"
@@ -65,10 +66,6 @@ class _Strict(BaseModel):
     # A misspelt key must fail loudly instead of silently falling back to a default.
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-
-class Flavor(StrEnum):
-    PROMETHEUS = "prometheus"
-    MIMIR = "mimir"
 
 
 class Source(_Strict):
@@ -128,6 +125,8 @@ class RightsizingSettings(_Strict):
     min_memory_mib: float = Field(default=64, ge=0)
     # Below this much history (discounted by sample coverage) a row is "insufficient data".
     min_history: Duration = timedelta(days=1)
+    # A Job/CronJob with this many runs in the history has enough data, however short each run was.
+    min_runs: int = Field(default=3, ge=1)
     # A request is over-/under-provisioned when the recommendation differs from it by more than this share.
     tolerance: float = Field(default=0.3, ge=0, lt=1)
     # CPU rate() window; raised to 4x the detected scrape interval and to the query resolution.

@@ -64,7 +64,9 @@ import yaml
 
 from traceo_finops.cardinality.collect import CENSUS_MARK
 from traceo_finops.pricing import HOURS_PER_MONTH, PriceTable
-from traceo_finops.prometheus import PrometheusClient
+from traceo_finops.prometheus import PrometheusClient, sample_int
+from traceo_finops.prometheus.promql import LOOKBACK_DELTA, parse_duration
+from traceo_finops.prometheus.promql import format_duration as show_duration
 from traceo_finops.quality import between, not_null, one_of, unique_together
 from traceo_finops.reports import Dataset
 
@@ -81,7 +83,6 @@ MIN_SCRAPE_INTERVAL = timedelta(seconds=15)
 MIN_LOCAL_RETENTION = timedelta(days=2)  # rules up to [1d], plus a day to debug locally
 DEFAULT_RETENTION = timedelta(days=15)  # Prometheus' default when neither time nor size is set
 DEFAULT_SCRAPE_INTERVAL = timedelta(minutes=1)  # Prometheus' global default
-LOOKBACK_DELTA = timedelta(minutes=5)  # a plain selector reads this far back
 MIMIR_PUSH_PATHS = ("/api/v1/push", "/api/prom/push")
 REPLICA_LABELS = ("__replica__", "replica", "prometheus_replica")
 MIMIR_HA_REPLICA = "__replica__"  # -distributor.ha-tracker.replica default
@@ -96,8 +97,6 @@ WAL_COMPRESSION_RATIO = 0.5
 SECONDS_PER_DAY = 86_400
 BYTES_PER_GB = 1e9
 
-_DURATION = re.compile(r"(\d+)(ms|y|w|d|h|m|s)")
-_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800, "y": 31_536_000}
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGTPE]?i?B)?", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4, "P": 1024**5, "E": 1024**6}
 
@@ -168,14 +167,6 @@ class AuditPrices:
 # ---- parsing --------------------------------------------------------------------------------------
 
 
-def parse_duration(text: str) -> timedelta:
-    """A Prometheus duration (``15s``, ``1d12h``, ``500ms``, ``0s``) as a timedelta."""
-    raw = str(text).strip()
-    if not raw or _DURATION.sub("", raw):
-        raise ValueError(f"not a Prometheus duration: {text!r}")
-    return timedelta(seconds=sum(int(n) * _DURATION_UNITS[u] for n, u in _DURATION.findall(raw)))
-
-
 def parse_size(text: str) -> int:
     """A Prometheus byte size (``0B``, ``512MB``, ``10GiB``; base 1024 like Prometheus) in bytes."""
     match = _SIZE.fullmatch(str(text).strip())
@@ -183,19 +174,6 @@ def parse_size(text: str) -> int:
         raise ValueError(f"not a Prometheus byte size: {text!r}")
     unit = (match.group(2) or "").upper().replace("I", "")
     return int(float(match.group(1)) * _SIZE_UNITS[unit[:-1] if unit.endswith("B") else unit])
-
-
-def show_duration(value: timedelta) -> str:
-    """Shortest Prometheus spelling: ``2d``, ``1d12h``, ``15s``."""
-    seconds = int(value.total_seconds())
-    if seconds == 0:
-        return "0s"
-    out = ""
-    for unit in ("d", "h", "m", "s"):
-        n, seconds = divmod(seconds, _DURATION_UNITS[unit])
-        if n:
-            out += f"{n}{unit}"
-    return out
 
 
 def longest_lookback(expression: str, lookback_delta: timedelta = LOOKBACK_DELTA) -> timedelta:
@@ -483,7 +461,7 @@ def server_facts(client: PrometheusClient, at: datetime, head_series: int | None
     for sample in client.query(CENSUS_MARK + SERIES_BY_JOB, time=at):
         job = sample.get("metric", {}).get("job")
         if job is not None:
-            by_job[job] = int(float(sample["value"][1]))
+            by_job[job] = sample_int(sample)
     return ServerFacts(head_series=head_series, series_by_job=by_job)
 
 

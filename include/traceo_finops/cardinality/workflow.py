@@ -22,12 +22,13 @@ from traceo_finops.cardinality.recommend import (
     Verdict,
     durable_wildcards,
     judge,
+    protected_labels,
 )
 from traceo_finops.config import PROJECT_ROOT, config_path
 from traceo_finops.kit.context import RunContext, Target, source_targets
 from traceo_finops.kit.outcome import NoTargets, TargetResult, results_of
 from traceo_finops.kit.publish import Report, read_committed
-from traceo_finops.prometheus import PrometheusClient, quote
+from traceo_finops.prometheus import PrometheusClient, quote, sample_int
 from traceo_finops.slack import Digest
 from traceo_finops.usage import UsageIndex
 
@@ -85,7 +86,7 @@ class ServerCounter:
         by = ", ".join(kept)
         result = self.client.query(f"{CENSUS_MARK}count(count by ({by}) ({{__name__={quote(metric)}}}))",
                                    time=self.at)
-        return int(float(result[0]["value"][1])) if result else 0
+        return sample_int(result[0]) if result else 0
 
 
 def owner_counts(client: PrometheusClient, owner_label: str, at: datetime) -> dict[str, int]:
@@ -93,7 +94,7 @@ def owner_counts(client: PrometheusClient, owner_label: str, at: datetime) -> di
     out: dict[str, int] = defaultdict(int)
     for sample in client.query(f'{CENSUS_MARK}count by ({owner_label}) ({{__name__=~".+"}})', time=at):
         owner = sample["metric"].get(owner_label) or UNATTRIBUTED
-        out[owner] += int(float(sample["value"][1]))
+        out[owner] += sample_int(sample)
     return dict(out)
 
 
@@ -198,7 +199,8 @@ def audit_source(client: PrometheusClient, source: str, tenant: str, start: date
                          query_log=settings.query_log, mimir_query_stats=settings.mimir_query_stats,
                          rules_api=settings.rules_api)
     index = build_usage_index(client, inputs, start, end, root, tenant)
-    protected = frozenset(settings.protected_labels)
+    protected = protected_labels(settings.protected_labels, settings.allow_target_labels,
+                                 None if client.spec.flavor == "mimir" else client.config_yaml)
     rows, verdicts = audit_rows(source, tenant, snapshot.metrics, index,
                                 ServerCounter(client, end), usd_per_1k_series_month, window,
                                 protected=protected)

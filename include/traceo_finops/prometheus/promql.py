@@ -90,6 +90,8 @@ def parse_duration(text: str) -> timedelta:
     Raises ``ValueError`` for anything else, e.g. ``1.5h``.
     """
     raw = str(text).strip()
+    if raw[-1:].isdigit():  # promql-parser takes "15" as seconds; Prometheus' model.ParseDuration needs a unit
+        raise ValueError(f"not a Prometheus duration: {text!r} (needs a unit: ms, s, m, h, d, w, y)")
     try:
         parsed = promql_parser.parse_duration(raw)
     except ValueError:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -14,6 +15,13 @@ log = logging.getLogger(__name__)
 
 MIMIR_PROMETHEUS_PREFIX = "/prometheus"  # Mimir's default -http.prometheus-http-prefix
 _EXTRA_KEYS = {"flavor", "tenant", "headers", "verify", "timeout", "retries", "backoff_factor"}
+
+
+class Flavor(StrEnum):
+    """What speaks the Prometheus API: Prometheus itself, or Grafana Mimir (tenants, cardinality API, ruler)."""
+
+    PROMETHEUS = "prometheus"
+    MIMIR = "mimir"
 
 
 class SourceSpec(BaseModel):
@@ -31,7 +39,7 @@ class SourceSpec(BaseModel):
 
     name: str = Field(min_length=1)
     base_url: str
-    flavor: Literal["prometheus", "mimir"] = "prometheus"
+    flavor: Flavor = Flavor.PROMETHEUS
     tenant: str | None = None
     login: str | None = None
     password: SecretStr | None = None

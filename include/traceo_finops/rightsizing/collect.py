@@ -106,7 +106,6 @@ class BatchRunner(prometheus.QueryRunner):
             return self._pods_cache[namespace]
 
 
-QueryRunner = BatchRunner  # the name tests/test_rightsizing_devstack.py imports; new code says BatchRunner
 
 
 def _short(exc: Exception) -> str:

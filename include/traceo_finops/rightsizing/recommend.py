@@ -76,11 +76,11 @@ class Policy:
 
     @classmethod
     def from_settings(cls, settings: Any) -> Policy:
-        """From ``workflows.rightsizing`` of the configuration (``min_runs`` when the configuration has it)."""
+        """From ``workflows.rightsizing`` of the configuration."""
         return cls(settings.cpu_percentile, settings.cpu_margin, settings.memory_margin, settings.oom_bump,
                    settings.min_cpu_cores, settings.min_memory_mib * MIB,
                    settings.min_history.total_seconds() / 86400, settings.tolerance,
-                   int(getattr(settings, "min_runs", DEFAULT_MIN_RUNS)))
+                   int(settings.min_runs))
 
 
 @dataclass(frozen=True)
