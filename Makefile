@@ -37,7 +37,7 @@ devstack-up: install prometheus  ## start Prometheus, moto S3 and the Slack sink
 devstack-down:  ## stop the local stack
 	@test -x "$(PY)" && $(PY) -m devstack down || true
 
-devstack-status:
+devstack-status:  ## say which devstack services run, and where
 	$(PY) -m devstack status
 
 airflow-db: install  ## initialise the project-local SQLite Airflow home (.airflow/)
@@ -54,17 +54,18 @@ demo: devstack-up airflow-db  ## install, start the stack, run every DAG once, s
 	done
 	@set -a; source .devstack/env.sh; set +a; $(PY) -m traceo_finops summary
 
-lint: install  ## ruff
+lint: install  ## ruff on everything, mypy --strict on the library (include/traceo_finops)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 test: install prometheus lint  ## the whole suite: unit, integration (starts the devstack) and DAG tests
 	$(PY) -m pytest
 
-test-unit: install
+test-unit: install  ## the unit tests only (no services)
 	$(PY) -m pytest -m unit
 
 bench: devstack-up  ## benchmarks (long); results go to docs/benchmarks.md by hand
 	@ls bench/*.py >/dev/null 2>&1 && for b in bench/bench_*.py; do $(PY) $$b || exit 1; done || echo "no benchmarks yet"
 
-clean: devstack-down
+clean: devstack-down  ## stop the stack, remove .airflow, .devstack and reports
 	rm -rf .airflow .devstack reports

@@ -76,3 +76,13 @@ def finops_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("FINOPS_CONFIG", str(path))
     monkeypatch.setenv("FINOPS_REPORT_ROOT", str(tmp_path / "reports"))
     return path
+
+
+KINDS = ("unit", "integration", "dag")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test says what it is: unit, integration or dag (``make test-unit`` relies on it)."""
+    unmarked = [item.nodeid for item in items if not any(item.get_closest_marker(k) for k in KINDS)]
+    if unmarked:
+        raise pytest.UsageError("tests without a unit/integration/dag marker:\n  " + "\n  ".join(unmarked))
