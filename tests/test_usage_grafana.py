@@ -315,3 +315,53 @@ def test_dashboard_without_uid_is_identified_by_file(tmp_path: Path) -> None:
     path.write_text(json.dumps({"title": "No uid", "panels": [{"targets": [{"expr": "up"}]}]}))
     (occ,) = list(dashboard_file_occurrences(path))
     assert isinstance(occ, Occurrence) and occ.source.id == str(path) and occ.source.file == str(path)
+
+
+# --- typed placeholders: a variable gets a value of the type its position needs ----------------------------
+
+
+@pytest.mark.parametrize(("expr", "variables", "expected"), [
+    ("topk($limit, x)", {"limit": Variable("limit", "textbox")}, "topk(1, x)"),  # an empty textbox
+    ("quantile_over_time($q, x[5m])", {}, "quantile_over_time(1, x[5m])"),  # undeclared
+    ("x > bool $threshold", {}, "x > bool 1"),
+    ("histogram_quantile($q, sum by (le) (rate(h[5m])))", {"q": custom("q", "0.5", "0.99")},
+     "histogram_quantile(0.5, sum by (le) (rate(h[5m])))"),  # its numeric current value
+    ("sum($metric)", {"metric": Variable("metric", "query", "metrics(node_.*)")},
+     f"sum({placeholder('metric')})"),  # the variable lists metric names
+    ('$metric{job="a"}', {}, f'{placeholder("metric")}{{job="a"}}'),  # followed by a selector: a name
+    ("rate($m[5m])", {}, f"rate({placeholder('m')}[5m])"),
+    ("${prefix}_total", {}, f"{placeholder('prefix')}_total"),  # part of a name
+    ("sum by (a, $lbl) (x)", {}, f"sum by (a, {placeholder('lbl')}) (x)"),
+    ("x * on ($l) group_left ($g) y", {}, f"x * on ({placeholder('l')}) group_left ({placeholder('g')}) y"),
+])
+def test_variables_get_the_type_of_their_position(expr: str, variables: dict[str, Variable], expected: str) -> None:
+    assert substitute(expr, variables).text == expected
+
+
+def test_undeclared_numbers_are_recorded_and_flip_swaps_value_types() -> None:
+    sub = substitute("x > $threshold", {})
+    assert sub.numbers == {"threshold": False} and sub.values and sub.placeholders == {}
+    assert substitute("x > $threshold", {}, flip=True).text == f"x > {placeholder('threshold')}"
+    assert substitute("sum by (a) ($k)", {}).numbers == {"k": False}
+
+
+def test_a_value_variable_that_only_parses_as_a_selector_gets_the_retry() -> None:
+    (occ,) = [i for i in one_dashboard("sum by (job) ($series)") if isinstance(i, Occurrence)]
+    (s,) = occ.analysis.selectors
+    assert s.metric is None and s.pattern is None and s.unresolved_name == "series"
+    assert s.need == frozenset({"job"})
+
+
+def test_label_values_arguments_are_names_first() -> None:
+    items = one_dashboard("up", [{"name": "m", "type": "custom", "query": "node_load1,node_load5"},
+                                 {"name": "v", "type": "query", "query": "label_values($m, instance)"}])
+    (var,) = [i for i in items if isinstance(i, Occurrence) and i.location == "variable $v"]
+    (s,) = var.analysis.selectors
+    assert s.pattern is not None and s.pattern.matches("node_load5") and not s.pattern.matches("node_load15")
+    assert s.need == frozenset({"instance"})
+
+
+def test_an_undeclared_variable_in_a_name_matcher_is_reported() -> None:
+    items = one_dashboard('rate({__name__=~"$gone"}[5m])')
+    errors = [i.error for i in items if isinstance(i, ParseError)]
+    assert len(errors) == 1 and "$gone" in errors[0] and "picks no metric" in errors[0]

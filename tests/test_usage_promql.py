@@ -349,3 +349,28 @@ def test_analyze_selector_reads_only_the_given_labels() -> None:
     assert s.labels == {"instance": {K.TEMPLATE_VARIABLE}, "job": {K.MATCHER}}
     assert isinstance(analyze_selector("up{", ["x"], K.TEMPLATE_VARIABLE), ExpressionAnalysis)
     assert not analyze_selector("up{", ["x"], K.TEMPLATE_VARIABLE).ok
+
+
+# --- the consumer: the innermost aggregation and what lies between it and the selector ----------------------
+
+
+@pytest.mark.parametrize(("expr", "consumer", "path"), [
+    ("topk(5, sum by (route) (rate(x[5m])))", "sum", ("rate",)),
+    ("sum by (route) (topk(5, rate(x[5m])))", "topk", ("rate",)),
+    ("count(sum by (a) (x))", "sum", ()),
+    ("sort_desc(quantile(0.9, x))", "quantile", ()),
+    ("max by (a) (x > 5) * 2", "max", ("series > scalar",)),
+    ("sum(-label_replace(x, 'b', '$1', 'a', '(.*)') / 60)", "sum", ("label_replace", "-series", "series / scalar")),
+    ("rate(x[5m])", None, ("rate",)),  # no aggregation: everything up to the root
+    ("max_over_time(sum by (a) (rate(x[5m]))[1h:])", "sum", ("rate",)),
+])
+def test_consumer_is_the_innermost_aggregation(expr: str, consumer: str | None, path: tuple[str, ...]) -> None:
+    s = one(expr, "x")
+    assert (s.consumer, s.consumer_path) == (consumer, path)
+
+
+def test_aggregation_parameters_and_set_operands_have_their_own_steps() -> None:
+    k = one("topk(scalar(sum(k)), sum by (a) (x))", "k")
+    assert k.consumer == "sum" and k.consumer_path == ()
+    y = one("sum by (a) (x) unless on (a) y", "y")
+    assert y.consumer is None and K.EXISTENCE in y.kinds and y.consumer_path == ("vector unless series",)

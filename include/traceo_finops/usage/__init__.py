@@ -9,6 +9,7 @@ Typical use (one index per source/tenant and window)::
     index.add_prometheus_query_log("/var/log/prometheus/query.log", window.start, window.end)
     index.metric_used("http_requests_total"); index.labels_needed("http_requests_total")  # {"job"} or ALL
     index.errors  # every file, log line and expression that could not be read
+    index.unparsed_hold("http_requests_total")  # an expression that does not parse and may read it, or None
 
 Pure library: no Airflow, no network.
 """
@@ -27,11 +28,13 @@ from traceo_finops.usage.model import (
     ExpressionAnalysis,
     LabelMatcher,
     LabelNeed,
+    Mentions,
     NameMatcher,
     NamePattern,
     Occurrence,
     ParseError,
     SelectorUsage,
+    SkippedQuery,
     Source,
     SourceKind,
     UsageKind,
@@ -59,6 +62,7 @@ __all__ = [
     "ExpressionAnalysis",
     "LabelMatcher",
     "LabelNeed",
+    "Mentions",
     "NameMatcher",
     "NamePattern",
     "Occurrence",
@@ -67,6 +71,7 @@ __all__ = [
     "QueryLogSummary",
     "RuleEvaluation",
     "SelectorUsage",
+    "SkippedQuery",
     "Source",
     "SourceKind",
     "Usage",

@@ -1,13 +1,33 @@
 """Usage from Grafana dashboards: panels (nested rows, library panels), annotations and template variables.
 
-Grafana variables are Grafana's text templating, not PromQL: they are replaced *before* parsing, by what
-keeps the expression parseable in its position — a duration inside ``[...]`` and after ``offset``, a
-number for ``$__range_s``-like variables and numeric values, and otherwise a placeholder identifier
-(``__grafana_var_<name>__``), which is a valid label name, metric name and string. After the walk, a
-placeholder that stands where a label name goes is resolved to the variable's known values (custom and
-constant variables) or, when those are not knowable (query variables), recorded as a *dynamic* label —
-and, because the viewer may pick any label, the selector then needs ALL labels. A placeholder in a
-metric name becomes a ``__name__`` pattern.
+Grafana variables are Grafana's text templating, not PromQL: they are replaced *before* parsing, by a
+value of the type their position needs, so the expression parses:
+
+- a duration inside ``[...]`` and after ``offset``, a timestamp after ``@``, Grafana's own values for
+  ``$__range_s``-like built-ins;
+- a placeholder identifier (``__grafana_var_<name>__``, a valid label name, metric name and regex-safe
+  string) inside strings (matcher values), in label-name positions (``by (…)``, ``{$label="x"}``) and
+  where it is part of a metric name (``${prefix}_total``, ``$metric{job="x"}``, ``$metric[5m]``);
+- anywhere else the variable stands for a value (``topk($limit, …)``, ``x > $threshold``,
+  ``quantile_over_time($q, …)``): its numeric current value, or a placeholder identifier when the
+  variable lists metric names (``metrics(…)``, ``label_values(…, __name__)``, names as custom values),
+  else a number. When the expression still does not parse, value positions get the other type once more.
+
+After the walk, a placeholder that stands where a label name goes is resolved to the variable's known
+values (custom and constant variables) or, when those are not knowable (query variables), recorded as a
+*dynamic* label — and, because the viewer may pick any label, the selector then needs ALL labels. A
+placeholder in a metric name becomes a ``__name__`` pattern from the variable's own definition: its
+values, the regex of ``metrics(regex)`` (variables inside it resolved in turn, a variable that refers to
+itself stopped and reported), or the values the dashboard saved. When none is knowable the selector names
+no metric at all (``SelectorUsage.unresolved_name``) — it never becomes a match-everything pattern — and a
+row in the errors says so. Expressions that still do not parse keep the names a token scan finds in them
+(``ParseError.mentions``), resolved the same way.
+
+Only PromQL is read: each target's datasource is resolved (the target's, else the panel's; datasource
+variables; the dashboard's ``__inputs``; other references with the same uid) and queries of datasources
+that are not Prometheus-compatible (Loki, Tempo, SQL, server-side expressions…) are skipped and counted
+(``SkippedQuery``). A reference that cannot be resolved, or a plugin type not known either way, is read as
+PromQL (never a wrong drop) and reported.
 
 Grafana's Prometheus variable functions (``label_values``, ``label_names``, ``metrics``, ``query_result``)
 are recognised with Grafana's own grammar; the PromQL inside them goes through the real parser.
@@ -17,7 +37,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -27,11 +47,13 @@ from traceo_finops.usage.model import (
     AllLabels,
     ExpressionAnalysis,
     LabelNeed,
+    Mentions,
     NameMatcher,
     NamePattern,
     Occurrence,
     ParseError,
     SelectorUsage,
+    SkippedQuery,
     Source,
     SourceKind,
     UsageKind,
@@ -42,6 +64,7 @@ PLACEHOLDER_PREFIX = "__grafana_var_"
 RANGE_VALUE = "5m"  # any valid duration: the range never changes which labels are used
 NUMBER_VALUE = "300"
 TIMESTAMP_VALUE = "1700000000"
+SCALAR_VALUE = "1"  # a variable standing for a number (topk's k, a threshold): any number names nothing
 
 # Grafana's variable syntax ($var, [[var]], [[var:fmt]], ${var}, ${var.field}, ${var:fmt}), as Grafana matches it.
 _VARIABLE = re.compile(r"\$(\w+)|\[\[\s*(\w+)(?::(\w+))?\s*\]\]|\$\{(\w+)(?:\.([^:^}]+))?(?::([^}]+))?\}")
@@ -53,11 +76,30 @@ _LABEL_NAMES = re.compile(r"^label_names\(\s*(.*?)\s*\)\s*$", re.DOTALL)
 _LABEL_VALUES = re.compile(r"^label_values\((?:(.+),\s*)?([a-zA-Z_$][a-zA-Z0-9_]*)\)\s*$", re.DOTALL)
 _METRICS = re.compile(r"^metrics\((.+)\)\s*$", re.DOTALL)
 _QUERY_RESULT = re.compile(r"^query_result\((.+)\)\s*$", re.DOTALL)
-_PROMETHEUS_TYPES = {"prometheus", "grafana-amazonprometheus-datasource", "grafana-azureprometheus-datasource"}
-_OTHER_DATASOURCE_NAMES = ("loki", "tempo", "elasticsearch", "influx", "graphite", "cloudwatch", "mysql",
-                           "postgres", "jaeger", "zipkin")
-_ALL_VALUES = {"$__all", "All", "all", ""}
+_ALL_VALUES = {"$__all", "All", "all", "", "*"}
 _FIXED_VALUE_TYPES = {"custom", "constant", "textbox", "interval"}
+_LABEL_LIST_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right"}
+
+# Datasource plugin types. PromQL: Prometheus and what speaks its API (Mimir, Cortex and Thanos use the
+# Prometheus plugin; Amazon/Azure managed Prometheus; VictoriaMetrics' MetricsQL is a superset).
+_PROMQL_TYPES = frozenset({"prometheus", "grafana-amazonprometheus-datasource", "grafana-azureprometheus-datasource",
+                           "victoriametrics-datasource", "victoriametrics-metrics-datasource"})
+# Not PromQL: Grafana's own (built-in annotations, "-- Dashboard --", server-side expressions) and the
+# words of other query languages' plugin ids (also matched in legacy datasource *names*).
+_OTHER_TYPES = frozenset({"grafana", "__expr__", "dashboard"})
+_OTHER_WORDS = ("loki", "tempo", "elastic", "opensearch", "influx", "graphite", "cloudwatch", "sql", "postgres",
+                "jaeger", "zipkin", "testdata", "opentsdb", "stackdriver", "pyroscope", "parca", "alertmanager",
+                "clickhouse", "splunk", "logs", "azure-monitor", "x-ray", "datadog", "newrelic", "mongodb")
+
+
+def promql_datasource(plugin_type: str) -> bool | None:
+    """True for a Prometheus-compatible plugin type, False for one that is not, None when unknown."""
+    t = plugin_type.strip().lower()
+    if t in _PROMQL_TYPES or "prometheus" in t or ("victoriametrics" in t and "logs" not in t):
+        return True
+    if t in _OTHER_TYPES or any(w in t for w in _OTHER_WORDS):
+        return False
+    return None
 
 
 @dataclass(frozen=True)
@@ -66,14 +108,20 @@ class Variable:
 
     name: str
     type: str
-    query: str = ""
-    values: tuple[str, ...] = ()  # the values it can take, when the dashboard fixes them (custom, constant)
+    query: str = ""  # for datasource variables: the plugin type
+    values: tuple[str, ...] = ()  # the values it can take, when the dashboard lists them (options, custom values)
     current: str = ""
+    selected: tuple[str, ...] = ()  # every current value saved with the dashboard
 
     @property
     def fixed(self) -> bool:
         """True when the dashboard lists every value (a query variable's come from the data at view time)."""
         return self.type in _FIXED_VALUE_TYPES and bool(self.values)
+
+    @property
+    def saved_values(self) -> list[str]:
+        """Every value the dashboard saved (options and current), "All" markers left out."""
+        return [v for v in dict.fromkeys((*self.values, *self.selected, self.current)) if v not in _ALL_VALUES]
 
 
 @dataclass
@@ -82,6 +130,8 @@ class Substituted:
 
     text: str
     placeholders: dict[str, str] = field(default_factory=dict)
+    numbers: dict[str, bool] = field(default_factory=dict)  # variable read as a number → whether it is declared
+    values: bool = False  # some variable stood in a value position (the retry may change its type)
 
 
 def placeholder(name: str) -> str:
@@ -96,6 +146,23 @@ def _is_number(text: str) -> bool:
     return True
 
 
+def _is_name_char(c: str) -> bool:
+    return c.isascii() and (c.isalnum() or c in "_:")
+
+
+def _is_metric_name(text: str) -> bool:
+    return bool(text) and not text[0].isdigit() and all(_is_name_char(c) for c in text)
+
+
+def _last_word(text: str) -> str:
+    """The identifier ``text`` ends with (after trailing spaces), lowercased."""
+    text = text.rstrip()
+    i = len(text)
+    while i and _is_name_char(text[i - 1]):
+        i -= 1
+    return text[i:].lower()
+
+
 def _builtin(name: str, fmt: str | None) -> str | None:
     if name in _BUILTIN_DURATIONS or name.startswith("__auto_interval"):
         return RANGE_VALUE
@@ -106,17 +173,32 @@ def _builtin(name: str, fmt: str | None) -> str | None:
     return None
 
 
-def substitute(expression: str, variables: Mapping[str, Variable] | None = None) -> Substituted:
-    """Replace Grafana variables in ``expression`` by values that keep it parseable in their position.
+def _lists_metric_names(var: Variable) -> bool:
+    """True when the variable's values are metric names (so in a value position it is a selector)."""
+    query = var.query.strip()
+    if var.type == "query":
+        if _METRICS.match(query):
+            return True
+        m = _LABEL_VALUES.match(query)
+        return m is not None and m.group(2) == "__name__"
+    values = [v for v in var.values if v not in _ALL_VALUES] or [v for v in var.selected if v not in _ALL_VALUES]
+    return bool(values) and all(_is_metric_name(v) and not _is_number(v) for v in values)
+
+
+def substitute(expression: str, variables: Mapping[str, Variable] | None = None, *, flip: bool = False,
+               names: bool = False) -> Substituted:
+    """Replace Grafana variables in ``expression`` by values of the type their position needs (module doc).
 
     Known variables (``variables`` plus Grafana's built-ins) are replaced everywhere; an unknown ``$name``
     only outside string literals, so ``label_replace(..., "$1", ...)`` keeps its capture-group references.
+    ``flip`` gives every variable in a value position the other type (number ↔ placeholder); ``names``
+    makes them all placeholders (the arguments of Grafana's ``label_values``/``metrics`` are names).
     """
     variables = variables or {}
+    sub = Substituted("")
     out: list[str] = []
-    found: dict[str, str] = {}
     quote: str | None = None
-    depth = 0
+    stack: list[str] = []  # open brackets outside strings: "[", "{", "(" or "L" for a label list
     i, n = 0, len(expression)
     while i < n:
         c = expression[i]
@@ -127,7 +209,7 @@ def substitute(expression: str, variables: Mapping[str, Variable] | None = None)
         if c in "$[":
             m = _VARIABLE.match(expression, i)
             if m is not None:
-                value = _replacement(m, variables, quote, depth, "".join(out[-16:]), found)
+                value = _replacement(m, expression, variables, quote, stack, "".join(out[-40:]), sub, flip, names)
                 if value is not None:
                     out.append(value)
                     i = m.end()
@@ -137,41 +219,53 @@ def substitute(expression: str, variables: Mapping[str, Variable] | None = None)
                 quote = None
         elif c in "\"'`":
             quote = c
-        elif c == "[":
-            depth += 1
-        elif c == "]":
-            depth = max(0, depth - 1)
+        elif c in "[{":
+            stack.append(c)
+        elif c == "(":
+            stack.append("L" if _last_word("".join(out[-40:])) in _LABEL_LIST_KEYWORDS else "(")
+        elif c in ")]}" and stack:
+            stack.pop()
         out.append(c)
         i += 1
-    return Substituted("".join(out), found)
+    sub.text = "".join(out)
+    return sub
 
 
-def _replacement(m: re.Match[str], variables: Mapping[str, Variable], quote: str | None, depth: int,
-                 before: str, found: dict[str, str]) -> str | None:
+def _replacement(m: re.Match[str], expression: str, variables: Mapping[str, Variable], quote: str | None,
+                 stack: list[str], before: str, sub: Substituted, flip: bool, names: bool) -> str | None:
     name = m.group(1) or m.group(2) or m.group(4)
     fmt = m.group(3) or m.group(6)
     if name.isdigit():  # `$1`: a regex capture group reference, never a Grafana variable
         return None
-    known = name in variables
     builtin = _builtin(name, fmt)
-    if quote is not None:
+    if quote is not None:  # a matcher value or a function's string argument
         if builtin is not None:
             return builtin
-        if not known:
-            return None
-    else:
-        tail = before.rstrip()
-        if depth > 0 or re.search(r"(?<![\w:])offset\Z", tail):
-            return RANGE_VALUE
-        if tail.endswith("@"):
-            return TIMESTAMP_VALUE
-        if builtin is not None:
-            return builtin
-        var = variables.get(name)
-        if var is not None and var.current and _is_number(var.current):
-            return var.current
+        return _token(name, sub) if name in variables else None
+    if "[" in stack or _last_word(before) == "offset":
+        return RANGE_VALUE
+    if before.rstrip().endswith("@"):
+        return TIMESTAMP_VALUE
+    if builtin is not None:
+        return builtin
+    after = expression[m.end():]
+    glued = (before[-1:] != "" and _is_name_char(before[-1])) or (after[:1] != "" and (_is_name_char(after[0])
+                                                                                       or after[0] in "$["))
+    if (stack and stack[-1] in "{L") or glued or after.lstrip()[:1] in ("{", "["):
+        return _token(name, sub)  # a label name, or (part of) a metric name
+    sub.values = True  # a value: `topk($k, …)`, `x > $threshold`, or a whole metric name
+    var = variables.get(name)
+    if var is not None and var.current and _is_number(var.current):
+        return var.current
+    if names or (var is not None and _lists_metric_names(var)) != flip:
+        return _token(name, sub)
+    sub.numbers[name] = var is not None
+    return SCALAR_VALUE
+
+
+def _token(name: str, sub: Substituted) -> str:
     token = placeholder(name)
-    found[token] = name
+    sub.placeholders[token] = name
     return token
 
 
@@ -182,19 +276,89 @@ def _placeholders_in(text: str, placeholders: Mapping[str, str]) -> list[str]:
     return [p for p in placeholders if p in text]
 
 
-def _name_regex(text: str, placeholders: Mapping[str, str], variables: Mapping[str, Variable],
-                literal: bool) -> str:
-    """A regex for metric names written as ``text`` with placeholders; literal parts escaped if ``literal``."""
+def _all_placeholders(text: str, variables: Mapping[str, Variable]) -> tuple[str, dict[str, str]]:
+    """``text`` (a regex, not PromQL) with every variable of ``variables`` replaced by its placeholder."""
+    found: dict[str, str] = {}
+
+    def repl(m: re.Match[str]) -> str:
+        name = m.group(1) or m.group(2) or m.group(4)
+        if name not in variables:
+            return m.group(0)
+        found[placeholder(name)] = name
+        return placeholder(name)
+
+    return _VARIABLE.sub(repl, text), found
+
+
+def _alternation(values: list[str]) -> str:
+    return "|".join(re.escape(v) for v in values)
+
+
+def variable_names_regex(name: str, variables: Mapping[str, Variable], notes: list[str],
+                         seen: frozenset[str] = frozenset()) -> str | None:
+    """A regex of the metric names variable ``name`` can stand for, from its own definition; None (and why,
+    appended to ``notes``) when they cannot be known."""
+    var = variables.get(name)
+    if var is None:
+        notes.append(f"variable ${name} is not declared in the dashboard")
+        return None
+    if name in seen:
+        notes.append(f"variable ${name} refers to itself")
+        return None
+    if var.fixed:
+        values = [v for v in var.values if v not in _ALL_VALUES]
+        return _alternation(values) if values else None
+    saved = var.saved_values
+    m = _METRICS.match(var.query.strip()) if var.type == "query" else None
+    if m is not None:
+        text, found = _all_placeholders(m.group(1).strip(), variables)
+        regex = _name_regex(text, found, variables, False, notes, seen | {name})
+        if regex is not None:
+            try:
+                re.compile(regex)
+            except re.error:
+                notes.append(f"variable ${name}: metrics() regex {m.group(1).strip()!r} is not a regex Python reads")
+            else:
+                return f".*(?:{regex}).*"  # Grafana tests metrics(regex) unanchored
+        if saved:
+            return _alternation(saved)
+        return None
+    refs = {g.group(1) or g.group(2) or g.group(4) for g in _VARIABLE.finditer(var.query)}
+    if name in refs:
+        notes.append(f"variable ${name} refers to itself in its own query")
+    if saved:  # what the data gave when the dashboard was saved: the most that can be known
+        return _alternation(saved)
+    if var.type == "query":
+        notes.append(f"variable ${name} (query: {var.query}) takes its values from the data and the dashboard "
+                     "saved none")
+    else:
+        notes.append(f"variable ${name} ({var.type or 'untyped'}) has no value saved in the dashboard")
+    return None
+
+
+def _name_regex(text: str, placeholders: Mapping[str, str], variables: Mapping[str, Variable], literal: bool,
+                notes: list[str], seen: frozenset[str] = frozenset()) -> str | None:
+    """A regex for metric names written as ``text`` with placeholders (literal parts escaped if ``literal``).
+
+    None when the name is only variables whose values cannot be known: then it names nothing, rather
+    than everything. A variable part that cannot be known next to literal text becomes ``.+``.
+    """
+    if not placeholders:
+        return re.escape(text) if literal else text
     tokens = re.split("(" + "|".join(re.escape(p) for p in sorted(placeholders, key=len, reverse=True)) + ")",
                       text)
     parts: list[str] = []
+    unknown = named = False
     for tok in tokens:
         if tok in placeholders:
-            var = variables.get(placeholders[tok])
-            values = [v for v in var.values if v not in _ALL_VALUES] if var is not None and var.fixed else []
-            parts.append("(?:" + "|".join(re.escape(v) for v in values) + ")" if values else ".+")
-        else:
+            regex = variable_names_regex(placeholders[tok], variables, notes, seen)
+            unknown |= regex is None
+            parts.append(".+" if regex is None else f"(?:{regex})")
+        elif tok:
+            named |= any(ch.isalnum() for ch in tok)
             parts.append(re.escape(tok) if literal else tok)
+    if unknown and not named:
+        return None
     return "".join(parts)
 
 
@@ -207,33 +371,74 @@ def _label_values(label: str, placeholders: Mapping[str, str], variables: Mappin
     return [label for v in values for label in re.split(r"\s*,\s*", v) if label]
 
 
-def resolve(analysis: ExpressionAnalysis, sub: Substituted, variables: Mapping[str, Variable]) -> ExpressionAnalysis:
-    """Turn placeholders left by ``substitute`` into dynamic labels and metric-name patterns."""
+def resolve(analysis: ExpressionAnalysis, sub: Substituted, variables: Mapping[str, Variable],
+            notes: list[str] | None = None) -> ExpressionAnalysis:
+    """Turn placeholders left by ``substitute`` into dynamic labels and metric-name patterns.
+
+    ``notes`` receives why a variable's values could not be known, for the errors.
+    """
     if not sub.placeholders or not analysis.ok:
         return analysis
-    return replace(analysis, selectors=tuple(_resolve_selector(s, sub.placeholders, variables)
+    notes = notes if notes is not None else []
+    return replace(analysis, selectors=tuple(_resolve_selector(s, sub.placeholders, variables, notes)
                                              for s in analysis.selectors))
 
 
+def undeclared_in_names(analysis: ExpressionAnalysis, variables: Mapping[str, Variable]) -> list[str]:
+    """Variables a ``__name__`` matcher value names but the dashboard does not declare: Grafana leaves them as
+    text, so the selector picks no metric (said, since a dashboard exported without them loses that usage)."""
+    found = []
+    for s in analysis.selectors:
+        for m in s.pattern.matchers if s.pattern is not None else ():
+            for g in _VARIABLE.finditer(m.value):
+                name = g.group(1) or g.group(2) or g.group(4)
+                if not name.isdigit() and name not in variables and _builtin(name, None) is None:
+                    found.append(f"variable ${name} in the metric-name matcher {m} is not declared in the "
+                                 "dashboard: the selector picks no metric")
+    return found
+
+
+def _resolve_name(s: SelectorUsage, placeholders: Mapping[str, str], variables: Mapping[str, Variable],
+                  notes: list[str]) -> tuple[str | None, NamePattern | None, str]:
+    """(metric, pattern, unresolved variable) of a selector whose name holds placeholders."""
+    if s.metric is not None:
+        regex = _name_regex(s.metric, placeholders, variables, True, notes)
+        if regex is None:
+            return None, None, ",".join(placeholders[p] for p in _placeholders_in(s.metric, placeholders))
+        return None, NamePattern((NameMatcher("=~", regex),)), ""
+    assert s.pattern is not None
+    kept: list[NameMatcher] = []
+    unknown: list[str] = []
+    for m in s.pattern.matchers:
+        if not _placeholders_in(m.value, placeholders):
+            kept.append(m)
+            continue
+        positive = m.op in ("=", "=~")
+        regex = _name_regex(m.value, placeholders, variables, m.op in ("=", "!="), notes)
+        if regex is not None:
+            kept.append(NameMatcher("=~" if positive else "!~", regex))
+        elif positive:
+            unknown += [placeholders[p] for p in _placeholders_in(m.value, placeholders)]
+    if any(m.op in ("=", "=~") for m in kept):
+        return None, NamePattern(tuple(kept)), ""
+    if unknown:
+        return None, None, ",".join(unknown)
+    # Only negative matchers (one on a value that cannot be known): the selector stays broad.
+    return None, NamePattern((*kept, NameMatcher("=~", ".+"))), ""
+
+
 def _resolve_selector(s: SelectorUsage, placeholders: Mapping[str, str],
-                      variables: Mapping[str, Variable]) -> SelectorUsage:
-    metric, pattern, kinds = s.metric, s.pattern, set(s.kinds)
-    if metric is not None and _placeholders_in(metric, placeholders):
-        pattern = NamePattern((NameMatcher("=~", _name_regex(metric, placeholders, variables, literal=True)),))
-        metric = None
-        kinds |= {UsageKind.NAME_PATTERN, UsageKind.DYNAMIC}
-    elif pattern is not None and any(_placeholders_in(m.value, placeholders) for m in pattern.matchers):
-        matchers = []
-        for m in pattern.matchers:
-            if _placeholders_in(m.value, placeholders):
-                op = "=~" if m.op in ("=", "=~") else "!~"
-                regex = _name_regex(m.value, placeholders, variables, literal=m.op in ("=", "!="))
-                # A negative match on an unknown value could exclude anything: keep the selector broad.
-                matchers.append(NameMatcher(op, regex) if op == "=~" else NameMatcher("=~", ".+"))
-            else:
-                matchers.append(m)
-        pattern = NamePattern(tuple(matchers))
-        kinds.add(UsageKind.DYNAMIC)
+                      variables: Mapping[str, Variable], notes: list[str]) -> SelectorUsage:
+    metric, pattern, kinds, unresolved = s.metric, s.pattern, set(s.kinds), s.unresolved_name
+    if (metric is not None and _placeholders_in(metric, placeholders)) or (
+            pattern is not None and any(_placeholders_in(m.value, placeholders) for m in pattern.matchers)):
+        metric, pattern, unresolved = _resolve_name(s, placeholders, variables, notes)
+        kinds |= {UsageKind.DYNAMIC}
+        kinds |= {UsageKind.NAME_PATTERN} if pattern is not None else set()
+        if unresolved:
+            kinds.discard(UsageKind.NAME_PATTERN)
+            notes.append(f"the metric name is only the variable ${unresolved}, whose values cannot be known: "
+                         "this selector counts for no metric")
     labels: dict[str, frozenset[UsageKind]] = {}
     dynamic = set(s.dynamic_labels)
     unresolved_needed = False
@@ -257,7 +462,7 @@ def _resolve_selector(s: SelectorUsage, placeholders: Mapping[str, str],
     if isinstance(need, AllLabels):
         kinds.add(UsageKind.ALL_LABELS)
     return replace(s, metric=metric, pattern=pattern, need=need, labels=labels, kinds=frozenset(kinds),
-                   dynamic_labels=frozenset(dynamic))
+                   dynamic_labels=frozenset(dynamic), unresolved_name=unresolved)
 
 
 def _resolve_need(need: LabelNeed, placeholders: Mapping[str, str], expansions: Mapping[str, list[str]],
@@ -280,6 +485,30 @@ def _resolve_need(need: LabelNeed, placeholders: Mapping[str, str], expansions: 
         else:
             out.add(label)
     return frozenset(out)
+
+
+def resolve_mentions(mentions: Mentions, placeholders: Mapping[str, str], variables: Mapping[str, Variable],
+                     notes: list[str]) -> Mentions:
+    """The names of an expression that does not parse, with placeholders resolved like a selector's name:
+    a name that is only an unknowable variable names nothing; a label placeholder is no label name."""
+    if not placeholders:
+        return mentions
+    metrics: set[str] = set()
+    patterns: list[NamePattern] = []
+    for name in mentions.metrics:
+        if not _placeholders_in(name, placeholders):
+            metrics.add(name)
+        elif (regex := _name_regex(name, placeholders, variables, True, notes)) is not None:
+            patterns.append(NamePattern((NameMatcher("=~", regex),)))
+    for pattern in mentions.patterns:
+        fake = SelectorUsage(None, pattern, frozenset(), {})
+        _, resolved, _ = _resolve_name(fake, placeholders, variables, notes)
+        if resolved is not None and not resolved.matches_everything:
+            patterns.append(resolved)
+    nameless = tuple(tuple(m for m in group if not _placeholders_in(m.label, placeholders))
+                     for group in mentions.nameless)
+    labels = frozenset(label for label in mentions.labels if not _placeholders_in(label, placeholders))
+    return Mentions(frozenset(metrics), tuple(patterns), nameless, labels)
 
 
 # --- dashboards ----------------------------------------------------------------------------------------
@@ -308,9 +537,9 @@ def _variables(dashboard: Mapping[str, Any]) -> dict[str, Variable]:
             values = [query]
         current = item.get("current")
         cur = current.get("value") if isinstance(current, Mapping) else None
-        cur_text = cur[0] if isinstance(cur, list) and cur else cur
+        selected = [str(v) for v in (cur if isinstance(cur, list) else [cur]) if isinstance(v, str | int | float)]
         out[str(item["name"])] = Variable(str(item["name"]), vtype, query, tuple(values),
-                                          str(cur_text) if isinstance(cur_text, str | int | float) else "")
+                                          selected[0] if selected else "", tuple(selected))
     return out
 
 
@@ -335,16 +564,90 @@ def _query_text(item: Mapping[str, Any]) -> str:
     return str(query) if isinstance(query, str | int | float) else ""
 
 
-def _is_prometheus(datasource: object) -> bool | None:
-    """True/False when the datasource says what it is, None when it does not (then the panel decides)."""
-    if isinstance(datasource, Mapping):
-        dtype = datasource.get("type")
-        if isinstance(dtype, str) and dtype and dtype != "datasource":  # "datasource": -- Mixed -- / -- Dashboard --
-            return dtype in _PROMETHEUS_TYPES or dtype.endswith("prometheus")
+_VARIABLE_REF = re.compile(r"^\s*(?:\$(\w+)|\$\{(\w+)(?::[^}]*)?\}|\[\[(\w+)\]\])\s*$")
+
+
+def _variable_ref(text: str) -> str | None:
+    """The variable a datasource reference names (``$ds``, ``${DS_PROMETHEUS}``, ``[[ds]]``), if any."""
+    m = _VARIABLE_REF.match(text)
+    return (m.group(1) or m.group(2) or m.group(3)) if m else None
+
+
+class Datasources:
+    """Which datasource plugin a panel, target, annotation or variable queries, as far as the dashboard says.
+
+    ``plugin`` answers with the plugin type, or None for "the default datasource / let the panel decide"; a
+    reference the dashboard cannot resolve is reported once in ``problems`` and treated as unknown.
+    """
+
+    def __init__(self, dashboard: Mapping[str, Any], variables: Mapping[str, Variable]) -> None:
+        inputs = dashboard.get("__inputs")
+        self.inputs = {str(i.get("name")): str(i.get("pluginId") or "") for i in inputs if isinstance(i, Mapping)
+                       and i.get("type") == "datasource"} if isinstance(inputs, list) else {}
+        self.variables = {v.name: v.query.strip() for v in variables.values() if v.type == "datasource"}
+        self.uids: dict[str, str] = {}
+        self._collect_uids(dashboard, 0)
+        self.problems: dict[str, str] = {}  # reference → why it could not be resolved (reported once)
+
+    def _collect_uids(self, node: object, depth: int) -> None:
+        """uid → type from every reference that has both: a reference with only the uid is then known."""
+        if depth > 64:
+            return
+        if isinstance(node, Mapping):
+            ref = node.get("datasource")
+            if isinstance(ref, Mapping) and isinstance(ref.get("uid"), str) and isinstance(ref.get("type"), str):
+                uid, dtype = ref["uid"], ref["type"]
+                if dtype and dtype != "datasource" and not _variable_ref(uid) and not _variable_ref(dtype):
+                    self.uids.setdefault(uid, dtype)
+            for value in node.values():
+                self._collect_uids(value, depth + 1)
+        elif isinstance(node, list):
+            for value in node:
+                self._collect_uids(value, depth + 1)
+
+    def plugin(self, ref: object) -> str | None:
+        if isinstance(ref, str):
+            text = ref.strip()
+            low = text.lower()
+            if not text or low in ("-- mixed --", "default"):
+                return None
+            if low == "-- dashboard --":
+                return "dashboard"
+            if low == "-- grafana --":
+                return "grafana"
+            if (var := _variable_ref(text)) is not None:
+                return self._variable(var, text, None)
+            word = next((w for w in _OTHER_WORDS if w in low), None)
+            return word  # a legacy datasource *name*: only its words can tell; else the default
+        if isinstance(ref, Mapping):
+            raw_type, raw_uid = ref.get("type"), ref.get("uid")
+            dtype = raw_type if isinstance(raw_type, str) else ""
+            uid = raw_uid if isinstance(raw_uid, str) else ""
+            if dtype == "datasource" or uid in ("-- Mixed --", "-- Dashboard --", "-- Grafana --"):
+                return {"-- Dashboard --": "dashboard", "-- Grafana --": "grafana"}.get(uid)
+            var = _variable_ref(uid) or _variable_ref(dtype)
+            if var is not None:
+                concrete = dtype if dtype and not _variable_ref(dtype) else None
+                return self._variable(var, uid or dtype, concrete)
+            if dtype:
+                return dtype
+            return self.uids.get(uid)
         return None
-    if isinstance(datasource, str) and any(k in datasource.lower() for k in _OTHER_DATASOURCE_NAMES):
-        return False  # a legacy datasource name that says what it is
-    return None  # a legacy name string, a ${DS_...} variable, or nothing: assume the dashboard's default
+
+    def _variable(self, name: str, ref: str, declared_type: str | None) -> str | None:
+        if name in self.variables:
+            if self.variables[name]:
+                return self.variables[name]
+            self.problems.setdefault(ref, f"datasource variable ${name} names no plugin type: its queries are read "
+                                          f"as {'PromQL' if declared_type is None else declared_type}")
+            return declared_type
+        if self.inputs.get(name):
+            return self.inputs[name]
+        if declared_type is not None:  # the reference says what it is itself
+            return declared_type
+        self.problems.setdefault(ref, f"datasource {ref} is neither a datasource variable nor an __inputs entry of "
+                                      "the dashboard: its queries are read as PromQL")
+        return None
 
 
 def _library_model(ref: Mapping[str, Any], library: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -362,31 +665,36 @@ def _library_model(ref: Mapping[str, Any], library: Mapping[str, Any]) -> Mappin
     return model if isinstance(model, Mapping) else None
 
 
+Item = Occurrence | ParseError | SkippedQuery
+
+
 class _DashboardReader:
     def __init__(self, dashboard: Mapping[str, Any], file: str, library: Mapping[str, Any],
                  analyzer: PromQLAnalyzer) -> None:
         self.dashboard = dashboard
         self.source = _source(dashboard, file)
         self.variables = _variables(dashboard)
+        self.datasources = Datasources(dashboard, self.variables)
         elements = dashboard.get("__elements")
         self.library: dict[str, Any] = dict(elements) if isinstance(elements, Mapping) else {}
         self.library.update(library)
         self.analyzer = analyzer
-        self.skipped_targets = 0
+        self.reported: set[str] = set()  # datasource problems already reported for this dashboard
 
-    def error(self, location: str, message: str, expression: str = "") -> ParseError:
-        return ParseError(SourceKind.DASHBOARD, self.source.id, location, expression, message)
+    def error(self, location: str, message: str, expression: str = "", mentions: Mentions | None = None) -> ParseError:
+        return ParseError(SourceKind.DASHBOARD, self.source.id, location, expression, message, mentions)
 
-    def read(self) -> Iterator[Occurrence | ParseError]:
+    def read(self) -> Iterator[Item]:
         yield from self.panels(self.dashboard.get("panels"), "")
         rows = self.dashboard.get("rows")  # dashboards older than schema 16
         for r, row in enumerate(rows if isinstance(rows, list) else []):
             if isinstance(row, Mapping):
-                yield from self.panels(row.get("panels"), f"row {r} {str(row.get('title') or '')!r} > ")
+                yield from self.panels(row.get("panels"), f"row {r} {str(row.get('title') or '')!r} > ",
+                                       row.get("datasource"))
         yield from self.annotations()
         yield from self.template_variables()
 
-    def panels(self, panels: object, prefix: str) -> Iterator[Occurrence | ParseError]:
+    def panels(self, panels: object, prefix: str, default_ds: object = None) -> Iterator[Item]:
         if panels is None:
             return
         if not isinstance(panels, list):
@@ -408,62 +716,110 @@ class _DashboardReader:
                 panel = {**model, "datasource": model.get("datasource", panel.get("datasource"))}
                 where += f" (library panel {ref.get('uid') or ref.get('name')!r})"
             if panel.get("type") == "row" or "panels" in panel:  # collapsed rows keep their panels inside
-                yield from self.panels(panel.get("panels"), f"{where} > ")
-            yield from self.targets(panel, where)
+                yield from self.panels(panel.get("panels"), f"{where} > ", panel.get("datasource", default_ds))
+            yield from self.targets(panel, where, panel.get("datasource", default_ds))
 
-    def targets(self, panel: Mapping[str, Any], where: str) -> Iterator[Occurrence | ParseError]:
+    def datasource(self, refs: list[object], location: str) -> tuple[str | None, list[ParseError]]:
+        """The plugin type of the first reference that says (target before panel; None: the default
+        datasource, read as PromQL), and the problems not reported yet for this dashboard."""
+        plugin: str | None = None
+        for ref in refs:
+            plugin = self.datasources.plugin(ref)
+            if plugin is not None:
+                break
+        problems = dict(self.datasources.problems)
+        if plugin is not None and promql_datasource(plugin) is None:
+            problems[plugin] = (f"datasource type {plugin!r} is not known as Prometheus-compatible or not: "
+                                "its queries are read as PromQL")
+        errors = [self.error(location, why) for ref, why in problems.items() if ref not in self.reported]
+        self.reported.update(problems)
+        return plugin, errors
+
+    def skipped(self, refs: list[object], location: str) -> Iterator[Item]:
+        """Rows for datasource problems, then a ``SkippedQuery`` if the datasource does not speak PromQL."""
+        plugin, errors = self.datasource(refs, location)
+        yield from errors
+        if plugin is not None and promql_datasource(plugin) is False:
+            yield SkippedQuery(self.source, location, plugin)
+
+    def targets(self, panel: Mapping[str, Any], where: str, panel_ds: object) -> Iterator[Item]:
         targets = panel.get("targets")
         if targets is None:
             return
         if not isinstance(targets, list):
             yield self.error(where, f"'targets' is a {type(targets).__name__}, expected a list")
             return
-        panel_prom = _is_prometheus(panel.get("datasource"))
         for j, target in enumerate(targets):
             if not isinstance(target, Mapping):
                 yield self.error(f"{where} target {j}", f"target is a {type(target).__name__}, expected an object")
                 continue
-            prom = _is_prometheus(target.get("datasource"))
-            if prom is None:
-                prom = panel_prom
-            expr = target.get("expr")
-            if prom is False or expr is None:  # Loki, server-side expressions, other datasources
-                self.skipped_targets += 1
-                continue
             location = f"{where} target {target.get('refId') or j}"
+            expr = target.get("expr")
+            if expr is None and target.get("datasource") is None:
+                continue  # no query at all (e.g. a panel reusing another's results)
+            skipped = list(self.skipped([target.get("datasource"), panel_ds], location))
+            yield from skipped
+            if expr is None or any(isinstance(i, SkippedQuery) for i in skipped):
+                continue
             if not isinstance(expr, str):
                 yield self.error(location, f"'expr' is a {type(expr).__name__}, expected a string")
                 continue
             if expr.strip():
-                yield self.expression(expr, location)
+                yield from self.expression(expr, location)
 
-    def annotations(self) -> Iterator[Occurrence | ParseError]:
+    def annotations(self) -> Iterator[Item]:
         annotations = self.dashboard.get("annotations")
         items = annotations.get("list") if isinstance(annotations, Mapping) else None
         for i, item in enumerate(items if isinstance(items, list) else []):
-            if isinstance(item, Mapping) and isinstance(item.get("expr"), str) and item["expr"].strip() \
-                    and _is_prometheus(item.get("datasource")) is not False:
-                yield self.expression(item["expr"], f"annotation {item.get('name') or i!r}")
+            if isinstance(item, Mapping) and isinstance(item.get("expr"), str) and item["expr"].strip():
+                location = f"annotation {item.get('name') or i!r}"
+                skipped = list(self.skipped([item.get("datasource")], location))
+                yield from skipped
+                if not any(isinstance(i, SkippedQuery) for i in skipped):
+                    yield from self.expression(item["expr"], location)
 
-    def template_variables(self) -> Iterator[Occurrence | ParseError]:
+    def template_variables(self) -> Iterator[Item]:
+        templating = self.dashboard.get("templating")
+        items = templating.get("list") if isinstance(templating, Mapping) else None
+        refs = {str(i.get("name")): i.get("datasource") for i in items if isinstance(i, Mapping)} \
+            if isinstance(items, list) else {}
         for var in self.variables.values():
             if var.type == "query" and var.query.strip():
-                yield self.variable_query(var)
+                location = f"variable ${var.name}"
+                skipped = list(self.skipped([refs.get(var.name)], location))
+                yield from skipped
+                if not any(isinstance(i, SkippedQuery) for i in skipped):
+                    names = any(g.match(var.query.strip()) for g in (_LABEL_VALUES, _LABEL_NAMES, _METRICS))
+                    yield from self.expression(var.query, location,
+                                               lambda text: variable_query_analysis(text, self.analyzer), names)
 
-    def expression(self, expr: str, location: str) -> Occurrence | ParseError:
-        sub = substitute(expr, self.variables)
-        analysis = self.analyzer.analyze(sub.text)
-        if not analysis.ok:
-            return self.error(location, str(analysis.error), expr)
-        return Occurrence(self.source, location, resolve(replace(analysis, expression=expr), sub, self.variables))
+    def expression(self, expr: str, location: str, analyze: Callable[[str], ExpressionAnalysis] | None = None,
+                   names: bool = False) -> Iterator[Item]:
+        """The usage of one query (``analyze``: PromQL by default), then rows for what could not be known.
 
-    def variable_query(self, var: Variable) -> Occurrence | ParseError:
-        location = f"variable ${var.name}"
-        sub = substitute(var.query, self.variables)
-        analysis = variable_query_analysis(sub.text, self.analyzer)
-        if not analysis.ok:
-            return self.error(location, str(analysis.error), var.query)
-        return Occurrence(self.source, location, resolve(replace(analysis, expression=var.query), sub, self.variables))
+        ``names``: variables in value positions are names first (Grafana's ``label_values(…)`` arguments).
+        """
+        analyze = analyze or self.analyzer.analyze
+        sub = substitute(expr, self.variables, names=names)
+        analysis = analyze(sub.text)
+        if not analysis.ok and sub.values:  # a variable in a value position may have the other type
+            retry = substitute(expr, self.variables, flip=not names)
+            second = analyze(retry.text)
+            if second.ok:
+                sub, analysis = retry, second
+        notes = [f"variable ${name} is not declared in the dashboard: read as a number, it names no metric"
+                 for name, declared in sub.numbers.items() if not declared]
+        if analysis.ok:
+            notes += undeclared_in_names(analysis, self.variables)
+            yield Occurrence(self.source, location, resolve(replace(analysis, expression=expr), sub, self.variables,
+                                                            notes))
+        else:
+            mentions = analysis.mentions
+            if mentions is not None:
+                mentions = resolve_mentions(mentions, sub.placeholders, self.variables, notes)
+            yield self.error(location, str(analysis.error), expr, mentions)
+        for note in dict.fromkeys(notes):
+            yield self.error(location, note, expr)
 
 
 def variable_query_analysis(query: str, analyzer: PromQLAnalyzer | None = None) -> ExpressionAnalysis:
@@ -513,8 +869,9 @@ def _unwrap(data: object) -> Mapping[str, Any] | str:
 
 
 def dashboard_occurrences(data: object, *, file: str = "", library_panels: Mapping[str, Any] | None = None,
-                          analyzer: PromQLAnalyzer | None = None) -> Iterator[Occurrence | ParseError]:
-    """Every PromQL usage in one dashboard (already decoded JSON), and what could not be read.
+                          analyzer: PromQLAnalyzer | None = None) -> Iterator[Item]:
+    """Every PromQL usage in one dashboard (already decoded JSON), what could not be read, and a
+    ``SkippedQuery`` for each query of a datasource that is not Prometheus-compatible.
 
     ``library_panels`` maps a library panel's uid (or name) to its model, its library element, or the
     ``/api/library-elements/:uid`` answer; a dashboard's own ``__elements`` are used too.
@@ -527,7 +884,7 @@ def dashboard_occurrences(data: object, *, file: str = "", library_panels: Mappi
 
 
 def dashboard_file_occurrences(path: str | Path, *, library_panels: Mapping[str, Any] | None = None,
-                               analyzer: PromQLAnalyzer | None = None) -> Iterator[Occurrence | ParseError]:
+                               analyzer: PromQLAnalyzer | None = None) -> Iterator[Item]:
     """Like ``dashboard_occurrences`` for a file; unreadable or non-JSON files give one ``ParseError``."""
     name = str(path)
     try:

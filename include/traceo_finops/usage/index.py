@@ -4,7 +4,13 @@ Counts are of *distinct sources* (a rule, a dashboard, a distinct query text), p
 way of use; query executions are summed. Selectors that pick metrics by a ``__name__`` regex count for
 every metric the regex matches. Selectors with no name constraint at all (``{job="x"}``, Grafana's
 ``label_values(job)``, ``{__name__=~".+"}``) do not single out any metric: they are kept apart as
-*wildcard* usages and, unless ``apply_wildcards=True``, do not make a metric used.
+*wildcard* usages and, unless ``apply_wildcards=True``, do not make a metric used. A selector whose name
+is only a Grafana variable with no knowable values names no metric and is no wildcard either: it is
+counted (``unresolved_name_selectors``) and the dashboard reader reports it.
+
+Expressions that do not parse are errors, and also keep what a token scan finds in them: ``unparsed_hold``
+answers whether one of them may read a metric, so that metric is never freed on the strength of usage we
+could not read. Dashboard queries of other datasources (Loki…) are counted per datasource type.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from traceo_finops.usage.model import (
     Occurrence,
     ParseError,
     SelectorUsage,
+    SkippedQuery,
     Source,
     SourceKind,
     UsageKind,
@@ -68,6 +75,7 @@ class UsageCounts:
     query_executions: int = 0
     kinds: Mapping[UsageKind, int] = field(default_factory=dict)  # distinct sources per way of use
     aggregations: Mapping[str, int] = field(default_factory=dict)  # distinct sources per aggregator applied
+    consumers: Mapping[str, int] = field(default_factory=dict)  # distinct sources per innermost aggregation
 
     @property
     def sources(self) -> int:
@@ -77,7 +85,8 @@ class UsageCounts:
         return {"rules": self.rules, "dashboards": self.dashboards, "queries": self.queries,
                 "query_executions": self.query_executions,
                 "kinds": {k.value: v for k, v in sorted(self.kinds.items())},
-                "aggregations": dict(sorted(self.aggregations.items()))}
+                "aggregations": dict(sorted(self.aggregations.items())),
+                "consumers": dict(sorted(self.consumers.items()))}
 
 
 class _Tally:
@@ -87,15 +96,19 @@ class _Tally:
         self.sources: dict[SourceKind, set[str]] = defaultdict(set)
         self.kinds: dict[UsageKind, set[tuple[SourceKind, str]]] = defaultdict(set)
         self.aggregations: dict[str, set[tuple[SourceKind, str]]] = defaultdict(set)
+        self.consumers: dict[str, set[tuple[SourceKind, str]]] = defaultdict(set)
         self.executions: dict[int, int] = {}
 
-    def add(self, u: Usage, kinds: Iterable[UsageKind], aggregations: Iterable[str] = ()) -> None:
+    def add(self, u: Usage, kinds: Iterable[UsageKind], aggregations: Iterable[str] = (),
+            consumer: str | None = None) -> None:
         key = (u.source.kind, u.source.id)
         self.sources[u.source.kind].add(u.source.id)
         for kind in kinds:
             self.kinds[kind].add(key)
         for op in aggregations:
             self.aggregations[op].add(key)
+        if consumer is not None:
+            self.consumers[consumer].add(key)
         if u.source.kind == SourceKind.QUERY:
             self.executions[u.occurrence] = u.executions
 
@@ -105,7 +118,8 @@ class _Tally:
                            queries=len(self.sources[SourceKind.QUERY]),
                            query_executions=sum(self.executions.values()),
                            kinds={k: len(v) for k, v in self.kinds.items()},
-                           aggregations={k: len(v) for k, v in self.aggregations.items()})
+                           aggregations={k: len(v) for k, v in self.aggregations.items()},
+                           consumers={k: len(v) for k, v in self.consumers.items()})
 
 
 def query_source(query: str, file: str = "") -> Source:
@@ -137,12 +151,17 @@ class UsageIndex:
         self._evaluations: Counter[RuleEvaluation] = Counter()
         self._derived: _Derived | None = None
         self._sources: dict[SourceKind, set[str]] = defaultdict(set)
+        self._skipped: Counter[str] = Counter()  # dashboard queries of other datasources, per plugin type
+        self._unresolved: list[Usage] = []
 
     # ---- adding -------------------------------------------------------------------------------------
 
-    def add(self, item: Occurrence | ParseError) -> None:
-        """Record one occurrence (its selectors) or one parse error."""
+    def add(self, item: Occurrence | ParseError | SkippedQuery) -> None:
+        """Record one occurrence (its selectors), one parse error, or a query skipped for its datasource."""
         self._derived = None
+        if isinstance(item, SkippedQuery):
+            self._skipped[item.datasource] += 1
+            return
         if isinstance(item, ParseError):
             self._errors.append(item)
             return
@@ -158,6 +177,8 @@ class UsageIndex:
             u = Usage(occ.source, occ.location, occ.analysis.expression, s, occ.executions, n)
             if s.metric is not None:
                 self._exact[s.metric].append(u)
+            elif s.unresolved_name:
+                self._unresolved.append(u)
             elif s.pattern is not None and not s.pattern.matches_everything:
                 self._patterns.append(Usage(u.source, u.location, u.expression, s, u.executions, n, True))
             else:
@@ -170,7 +191,7 @@ class UsageIndex:
         self._rule_keys.setdefault((src.group, text), src.id)
         self._rule_scoped_keys.setdefault((src.scope, src.group, text), src.id)
 
-    def add_all(self, items: Iterable[Occurrence | ParseError]) -> int:
+    def add_all(self, items: Iterable[Occurrence | ParseError | SkippedQuery]) -> int:
         """Add every item; returns how many were parse errors."""
         errors = 0
         for item in items:
@@ -182,7 +203,8 @@ class UsageIndex:
         """One expression from anywhere (e.g. a query typed in a notebook)."""
         analysis = self.analyzer.analyze(expression)
         if not analysis.ok:
-            self.add(ParseError(source.kind, source.id, location, expression, str(analysis.error)))
+            self.add(ParseError(source.kind, source.id, location, expression, str(analysis.error),
+                                analysis.mentions))
         else:
             self.add(Occurrence(source, location, analysis, executions))
 
@@ -280,7 +302,7 @@ class UsageIndex:
         """Distinct rules/dashboards/queries using ``name``, executions, ways of use and aggregators."""
         tally = _Tally()
         for u in self.usages(name):
-            tally.add(u, u.selector.kinds, u.selector.aggregations)
+            tally.add(u, u.selector.kinds, u.selector.aggregations, u.selector.consumer)
         return tally.counts()
 
     def label_counts(self, name: str) -> dict[str, UsageCounts]:
@@ -295,6 +317,38 @@ class UsageIndex:
         """Labels named only in ``without``/``ignoring``/destination positions: safe to drop for every usage."""
         counts = self.label_counts(name)
         return {label for label, c in counts.items() if set(c.kinds) <= NOT_NEEDING_KINDS}
+
+    def unparsed_hold(self, name: str, labels: Iterable[str] = ()) -> ParseError | None:
+        """The first expression that does not parse and may read metric ``name`` (whose series carry
+        ``labels``), or None.
+
+        It may read the metric when a token scan finds the name in it (or a ``__name__`` pattern of it
+        matches), or — in a rule or a dashboard — when it has a name-less selector whose matchers the
+        metric's labels can satisfy. Name-less ad-hoc queries are exploration, as for parsed ones.
+        """
+        st = self._state()
+        found = st.unparsed_exact.get(name)
+        if found is not None:
+            return found
+        present = list(labels)
+        for e in st.unparsed_other:
+            m = e.mentions
+            assert m is not None
+            if m.names(name) or (e.source_kind != SourceKind.QUERY and m.may_select(name, present)):
+                return e
+        return None
+
+    def unparsed(self) -> list[ParseError]:
+        """Every expression that does not parse, with what a token scan found in it (``mentions``)."""
+        return [e for e in self.errors if e.mentions is not None]
+
+    def unresolved_usages(self) -> list[Usage]:
+        """Selectors whose metric name is only a Grafana variable with no knowable values."""
+        return list(self._unresolved)
+
+    def skipped_queries(self) -> dict[str, int]:
+        """Dashboard queries not read as PromQL, per datasource plugin type."""
+        return dict(sorted(self._skipped.items()))
 
     def pattern_usages(self) -> list[Usage]:
         """Usages that select metrics by a ``__name__`` regex."""
@@ -333,7 +387,11 @@ class UsageIndex:
             "pattern_usages": len(st.patterns),
             "wildcard_usages": len(st.wildcards),
             "parse_errors": len(self.errors),
+            "unparsed_expressions": len(self.unparsed()),
             "sources_with_errors": len({(e.source_kind, e.source_id) for e in self.errors}),
+            "unresolved_name_selectors": len(self._unresolved),
+            "non_prometheus_targets": sum(self._skipped.values()),
+            "non_prometheus_targets_by_datasource": self.skipped_queries(),
             "log_bad_lines_not_listed": sum(s.bad_lines - len(s.errors) for s in self.query_logs),
             "log_lines": sum(s.lines for s in self.query_logs),
             "log_bad_lines": sum(s.bad_lines for s in self.query_logs),
@@ -352,6 +410,8 @@ class _Derived:
     evaluations: Counter[str]
     extra_rule_usages: list[Usage]
     errors: list[ParseError]
+    unparsed_exact: dict[str, ParseError] = field(default_factory=dict)  # metric named by an unparsed expression
+    unparsed_other: list[ParseError] = field(default_factory=list)  # with patterns or name-less selectors
     cache: dict[str, list[Usage]] = field(default_factory=dict)
 
     @classmethod
@@ -379,7 +439,7 @@ class _Derived:
             source = Source(SourceKind.RULE, rid, "", ev.scope, ev.scope, ev.group)
             if not analysis.ok:
                 errors.append(ParseError(SourceKind.RULE, rid, f"query log rule group {ev.group!r}",
-                                               ev.query, str(analysis.error)))
+                                         ev.query, str(analysis.error), analysis.mentions))
                 continue
             for s in analysis.selectors:
                 u = Usage(source, f"query log rule group {ev.group!r}", ev.query, s, 1, orphan_ids[rid])
@@ -390,7 +450,15 @@ class _Derived:
                     patterns.append(Usage(u.source, u.location, u.expression, s, 1, u.occurrence, True))
                 else:
                     wildcards.append(u)
-        return cls(index, exact, patterns, wildcards, evaluations, extra, errors)
+        derived = cls(index, exact, patterns, wildcards, evaluations, extra, errors)
+        for e in index._errors + errors:
+            if e.mentions is None:
+                continue
+            for metric in e.mentions.metrics:
+                derived.unparsed_exact.setdefault(metric, e)
+            if e.mentions.patterns or e.mentions.nameless:
+                derived.unparsed_other.append(e)
+        return derived
 
     def usages(self, name: str) -> list[Usage]:
         found = self.cache.get(name)

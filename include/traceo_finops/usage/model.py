@@ -7,6 +7,7 @@ Everything here is an immutable value; the walker (``promql``), the sources (``r
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
@@ -109,6 +110,32 @@ class NameMatcher:
         return f"__name__{self.op}{self.value!r}"
 
 
+_ANY = (".*", ".+", "(.*)", "(.+)", "(?:.*)", "(?:.+)")
+
+
+def _wraps(regex: str, start: str, end: str) -> bool:
+    """True when ``regex`` is ``start`` + one balanced group + ``end`` (the group's brackets pair up)."""
+    if not (regex.startswith(start) and regex.endswith(end)) or len(regex) < len(start) + len(end):
+        return False
+    depth = 1
+    for c in regex[len(start):len(regex) - len(end)]:
+        depth += {"(": 1, ")": -1}.get(c, 0)
+        if depth == 0:
+            return False
+    return depth == 1
+
+
+def _any_name(regex: str) -> bool:
+    """``.*``, ``.+`` and the same wrapped, as Grafana's unanchored ``metrics(.*)`` becomes (``.*(?:.*).*``)."""
+    while True:
+        if _wraps(regex, ".*(?:", ").*"):
+            regex = regex[5:-3]
+        elif _wraps(regex, "(?:", ")"):
+            regex = regex[3:-1]
+        else:
+            return regex in _ANY
+
+
 @dataclass(frozen=True)
 class NamePattern:
     """Metric names a selector without a plain name picks: all of ``matchers`` must match."""
@@ -121,7 +148,7 @@ class NamePattern:
     @property
     def matches_everything(self) -> bool:
         """True for ``.*``/``.+``-like patterns that do not single out metrics (e.g. a cardinality census)."""
-        return all(m.op == "=~" and m.value in (".*", ".+", "(.*)", "(.+)") for m in self.matchers)
+        return all(m.op == "=~" and _any_name(m.value) for m in self.matchers)
 
     def __str__(self) -> str:
         return ",".join(str(m) for m in self.matchers)
@@ -134,6 +161,49 @@ class LabelMatcher:
     label: str
     op: str
     value: str
+
+    @property
+    def requires_label(self) -> bool:
+        """True when only series that carry the label can match (``a="x"``, ``a=~"x.+"``, ``a!=""``)."""
+        if self.op == "=":
+            return self.value != ""
+        if self.op == "!=":
+            return self.value == ""
+        if self.op == "=~":
+            try:
+                return re.fullmatch(self.value, "") is None
+            except re.error:  # RE2 syntax Python does not know: it might match the empty value
+                return False
+        return False  # `!~` matches series without the label unless the regex matches ""
+
+
+def may_select(matchers: tuple[LabelMatcher, ...], labels: Iterable[str]) -> bool:
+    """Whether a selector with ``matchers`` can select series of a metric that has ``labels``."""
+    present = set(labels)
+    return all(m.label in present for m in matchers if m.requires_label)
+
+
+@dataclass(frozen=True)
+class Mentions:
+    """What a token scan (``lexer.mentions``) finds in an expression the parser refused.
+
+    ``metrics`` are the identifiers (and quoted names) that may be metric names, ``patterns`` the
+    ``__name__`` regex matchers, ``nameless`` the matchers of every selector without a metric name (one
+    tuple per selector), ``labels`` the label names. Used to hold back what the expression might read.
+    """
+
+    metrics: frozenset[str] = frozenset()
+    patterns: tuple[NamePattern, ...] = ()
+    nameless: tuple[tuple[LabelMatcher, ...], ...] = ()
+    labels: frozenset[str] = frozenset()
+
+    def names(self, metric: str) -> bool:
+        """True when the expression names ``metric`` or one of its ``__name__`` patterns matches it."""
+        return metric in self.metrics or any(p.matches(metric) for p in self.patterns)
+
+    def may_select(self, metric: str, labels: Iterable[str]) -> bool:
+        """True when the expression names ``metric`` or has a name-less selector that may select it."""
+        return self.names(metric) or any(may_select(group, labels) for group in self.nameless)
 
 
 @dataclass(frozen=True)
@@ -155,6 +225,14 @@ class SelectorUsage:
     functions: tuple[str, ...] = ()  # functions applied, innermost first
     kinds: frozenset[UsageKind] = frozenset()  # metric-level kinds
     dynamic_labels: frozenset[str] = frozenset()  # Grafana variables used as label names, unresolved
+    # The innermost aggregation that consumes these series, and the functions and operators between it (or
+    # the root, without one) and the selector (innermost first, e.g. ("rate",) or ("series * scalar",)):
+    # only they see the series themselves; every operator further out sees the aggregation's output.
+    consumer: str | None = None
+    consumer_path: tuple[str, ...] = ()
+    # A Grafana variable that stands for the whole metric name and whose values cannot be known: the
+    # selector names no metric (``metric`` and ``pattern`` are None) and is not a name-less selector either.
+    unresolved_name: str = ""
 
     @property
     def all_labels(self) -> bool:
@@ -163,12 +241,13 @@ class SelectorUsage:
 
 @dataclass(frozen=True)
 class ExpressionAnalysis:
-    """What one expression uses; ``error`` is set (and ``selectors`` empty) when it does not parse."""
+    """What one expression uses; ``error`` and ``mentions`` are set (``selectors`` empty) when it does not parse."""
 
     expression: str
     selectors: tuple[SelectorUsage, ...] = ()
     error: str | None = None
     canonical: str | None = None  # the parser's rendering: equal for texts that differ only in layout
+    mentions: Mentions | None = None  # when it does not parse: the names a token scan finds in it
 
     @property
     def ok(self) -> bool:
@@ -212,14 +291,27 @@ class Occurrence:
 
 @dataclass(frozen=True)
 class ParseError:
-    """Something that could not be read: a file, a log line or an expression. Recorded, never raised."""
+    """Something that could not be read: a file, a log line or an expression. Recorded, never raised.
+
+    ``mentions`` is set for an expression that does not parse: what it names is held back.
+    """
 
     source_kind: SourceKind
     source_id: str
     location: str
     expression: str
     error: str
+    mentions: Mentions | None = None
 
     def __str__(self) -> str:
         expr = f" in {self.expression[:200]!r}" if self.expression else ""
         return f"{self.source_kind.value} {self.source_id} at {self.location}: {self.error}{expr}"
+
+
+@dataclass(frozen=True)
+class SkippedQuery:
+    """A dashboard query whose datasource is not Prometheus-compatible (Loki, Tempo, SQL…): not PromQL."""
+
+    source: Source
+    location: str
+    datasource: str  # the datasource's plugin type, e.g. "loki"

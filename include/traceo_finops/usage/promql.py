@@ -8,7 +8,9 @@ demand on their operands:
 - ``sum by (a, b) (X)`` needs only ``a, b`` of X; ``sum (X)`` needs none; ``sum without (x) (X)`` needs
   all but ``x``. This holds for every aggregator whatever the outer demand, because e.g. ``count`` over
   the inner result depends on how many groups it has. (Whether the *values* survive a reduction depends
-  on the aggregator; ``SelectorUsage.aggregations`` says which ones apply.)
+  on the aggregator that consumes the series — ``SelectorUsage.consumer``, the innermost one — and on the
+  functions and operators between it and the selector, ``SelectorUsage.consumer_path``: operators further
+  out only see the consumer's output. ``SelectorUsage.aggregations`` lists every one, for counts.)
 - ``topk``/``bottomk``/``limitk``/``limit_ratio`` return input series unchanged: outer demand plus grouping.
 - Binary operators between vectors: ``on (S)`` needs S on both sides, ``ignoring (X)`` all but X, no
   modifier all labels (matching uses every label); the "many" side of ``group_left/right`` and the left
@@ -25,10 +27,11 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import promql_parser as pp
 
+from traceo_finops.usage import lexer
 from traceo_finops.usage.model import (
     ALL,
     AllLabels,
@@ -130,34 +133,61 @@ def _string_arg(args: list[object], index: int) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class _Path:
+    """What lies between the root and the node being visited."""
+
+    aggs: tuple[str, ...] = ()  # aggregations, root first
+    funcs: tuple[str, ...] = ()  # functions, root first
+    steps: tuple[str, ...] = ()  # functions and operators below the innermost aggregation so far, root first
+    existence: bool = False  # under absent() or the right side of and/unless: only existence matters
+
+    def aggregate(self, op: str) -> _Path:
+        return _Path((*self.aggs, op), self.funcs, (), self.existence)
+
+    def call(self, name: str) -> _Path:
+        return _Path(self.aggs, (*self.funcs, name), (*self.steps, name), self.existence)
+
+    def step(self, text: str, existence: bool = False) -> _Path:
+        return _Path(self.aggs, self.funcs, (*self.steps, text), self.existence or existence)
+
+
+def _operand_step(op: str, node: pp.BinaryExpr, lhs: bool, other_scalar: bool) -> str:
+    """How a binary operator treats one operand, e.g. ``series / scalar`` for the left side of ``x / 2``."""
+    other = "scalar" if other_scalar else "vector"
+    mod = node.modifier
+    op = f"{op} bool" if mod is not None and mod.return_bool else op
+    return f"series {op} {other}" if lhs else f"{other} {op} series"
+
+
 class _Walker:
     def __init__(self) -> None:
         self.selectors: list[SelectorUsage] = []
 
-    def visit(self, node: object, d: _Demand, aggs: tuple[str, ...], funcs: tuple[str, ...],
-              existence: bool = False) -> None:
+    def visit(self, node: object, d: _Demand, path: _Path) -> None:
         if isinstance(node, pp.VectorSelector):
-            self._selector(node, d, aggs, funcs, existence)
+            self._selector(node, d, path)
         elif isinstance(node, pp.MatrixSelector):
-            self._selector(node.vector_selector, d, aggs, funcs, existence)
-        elif isinstance(node, pp.SubqueryExpr | pp.ParenExpr | pp.UnaryExpr):
-            self.visit(node.expr, d, aggs, funcs, existence)
+            self._selector(node.vector_selector, d, path)
+        elif isinstance(node, pp.SubqueryExpr | pp.ParenExpr):
+            self.visit(node.expr, d, path)
+        elif isinstance(node, pp.UnaryExpr):
+            self.visit(node.expr, d, path.step("-series"))
         elif isinstance(node, pp.AggregateExpr):
-            self._aggregate(node, d, aggs, funcs, existence)
+            self._aggregate(node, d, path)
         elif isinstance(node, pp.BinaryExpr):
-            self._binary(node, d, aggs, funcs, existence)
+            self._binary(node, d, path)
         elif isinstance(node, pp.Call):
-            self._call(node, d, aggs, funcs, existence)
+            self._call(node, d, path)
         elif isinstance(node, pp.NumberLiteral | pp.StringLiteral) or node is None:
             return
         else:  # a node type this parser version added: say so instead of silently missing usage
             raise TypeError(f"unsupported PromQL node {type(node).__name__}")
 
-    def _aggregate(self, node: pp.AggregateExpr, d: _Demand, aggs: tuple[str, ...], funcs: tuple[str, ...],
-                   existence: bool) -> None:
+    def _aggregate(self, node: pp.AggregateExpr, d: _Demand, path: _Path) -> None:
         op = str(node.op)
         if node.param is not None:
-            self.visit(node.param, _NOTHING, aggs, funcs, existence)
+            self.visit(node.param, _NOTHING, path.step(f"{op} parameter"))
         mod = node.modifier
         grouping: _Demand
         if mod is None:
@@ -167,17 +197,19 @@ class _Walker:
         else:
             grouping = _all_but(mod.labels, UsageKind.WITHOUT, d)
         inner = _union(d, grouping) if op in _SELECTING_AGGREGATORS else grouping
-        self.visit(node.expr, inner, (*aggs, op), funcs, existence)
+        self.visit(node.expr, inner, path.aggregate(op))
 
-    def _binary(self, node: pp.BinaryExpr, d: _Demand, aggs: tuple[str, ...], funcs: tuple[str, ...],
-                existence: bool) -> None:
+    def _binary(self, node: pp.BinaryExpr, d: _Demand, path: _Path) -> None:
+        op = str(node.op)
         lhs_scalar, rhs_scalar = _is_scalar(node.lhs), _is_scalar(node.rhs)
+        lhs_path = path.step(_operand_step(op, node, True, rhs_scalar))
+        # The right side of and/unless only filters the left one: its values never reach the result.
+        rhs_path = path.step(_operand_step(op, node, False, lhs_scalar), existence=op in ("and", "unless"))
         if lhs_scalar or rhs_scalar:
             # The vector side's series are the result; a scalar side has no labels to match.
-            self.visit(node.lhs, _NOTHING if lhs_scalar else d, aggs, funcs, existence)
-            self.visit(node.rhs, _NOTHING if rhs_scalar else d, aggs, funcs, existence)
+            self.visit(node.lhs, _NOTHING if lhs_scalar else d, lhs_path)
+            self.visit(node.rhs, _NOTHING if rhs_scalar else d, rhs_path)
             return
-        op = str(node.op)
         mod = node.modifier
         matching = mod.matching if mod is not None else None
         if matching is None:
@@ -199,16 +231,15 @@ class _Walker:
             rhs = _union(d, match)
         else:  # one-to-one: the result has the matching labels only (on) or all but the ignored ones
             lhs = rhs = match
-        self.visit(node.lhs, lhs, aggs, funcs, existence)
-        self.visit(node.rhs, rhs, aggs, funcs, existence)
+        self.visit(node.lhs, lhs, lhs_path)
+        self.visit(node.rhs, rhs, rhs_path)
 
-    def _call(self, node: pp.Call, d: _Demand, aggs: tuple[str, ...], funcs: tuple[str, ...],
-              existence: bool) -> None:
+    def _call(self, node: pp.Call, d: _Demand, path: _Path) -> None:
         name = node.func.name
         args = list(node.args)
-        path = (*funcs, name)
         arg_types = list(node.func.arg_types)
         vector_demand = d
+        inner = path.call(name)
         if name == "label_replace":
             dst, src = _string_arg(args, 1), _string_arg(args, 3)
             vector_demand = _union(d, _only([src or ""], UsageKind.LABEL_REPLACE_SRC, d))
@@ -227,14 +258,14 @@ class _Walker:
             vector_demand = _EVERYTHING  # its value depends on the input having exactly one series
         elif name in _EXISTENCE_FUNCTIONS:
             vector_demand = _NOTHING
-            existence = True
+            inner = _Path(inner.aggs, inner.funcs, inner.steps, True)
         for i, arg in enumerate(args):
             arg_type = arg_types[min(i, len(arg_types) - 1)] if arg_types else pp.ValueType.Vector
             vector_arg = arg_type in (pp.ValueType.Vector, pp.ValueType.Matrix) and not _is_scalar(arg)
-            self.visit(arg, vector_demand if vector_arg else _NOTHING, aggs, path, existence)
+            self.visit(arg, vector_demand if vector_arg else _NOTHING,
+                       inner if vector_arg else inner.step(f"{name} parameter"))
 
-    def _selector(self, node: pp.VectorSelector, d: _Demand, aggs: tuple[str, ...], funcs: tuple[str, ...],
-                  existence: bool) -> None:
+    def _selector(self, node: pp.VectorSelector, d: _Demand, path: _Path) -> None:
         groups = node.matchers.or_matchers or [node.matchers.matchers]
         for group in groups:
             name: str | None = node.name
@@ -250,25 +281,27 @@ class _Walker:
                 else:
                     label_matchers.append(LabelMatcher(m.name, op, m.value))
             pattern = NamePattern(tuple(name_matchers)) if name is None and name_matchers else None
-            self.selectors.append(_usage(name, pattern, d, tuple(label_matchers), aggs, funcs, existence))
+            self.selectors.append(_usage(name, pattern, d, tuple(label_matchers), path))
 
 
 def _usage(name: str | None, pattern: NamePattern | None, d: _Demand, matchers: tuple[LabelMatcher, ...],
-           aggs: tuple[str, ...], funcs: tuple[str, ...], existence: bool) -> SelectorUsage:
+           path: _Path) -> SelectorUsage:
     needed = _merge(d.needed, {m.label: frozenset({UsageKind.MATCHER}) for m in matchers})
     need: LabelNeed = AllLabels(d.excluded - needed.keys()) if d.all else frozenset(needed)
     kinds: set[UsageKind] = set()
     if d.all:
         kinds.add(UsageKind.ALL_LABELS)
-    if aggs:
+    if path.aggs:
         kinds.add(UsageKind.AGGREGATED)
     if pattern is not None:
         kinds.add(UsageKind.NAME_PATTERN)
-    if existence:
+    if path.existence:
         kinds.add(UsageKind.EXISTENCE)
     return SelectorUsage(metric=name, pattern=pattern, need=need, labels=_merge(d.mentions, needed),
-                         matchers=matchers, aggregations=tuple(reversed(aggs)), functions=tuple(reversed(funcs)),
-                         kinds=frozenset(kinds))
+                         matchers=matchers, aggregations=tuple(reversed(path.aggs)),
+                         functions=tuple(reversed(path.funcs)), kinds=frozenset(kinds),
+                         consumer=path.aggs[-1] if path.aggs else None,
+                         consumer_path=tuple(reversed(path.steps)))
 
 
 def _parse_message(exc: BaseException) -> str:
@@ -283,7 +316,7 @@ def analyze_ast(expression: str, ast: object, top: LabelNeed = ALL) -> Expressio
         start = _Demand(True, top.excluded)
     else:
         start = _Demand(False, frozenset(), {label: frozenset() for label in top})
-    walker.visit(ast, start, (), ())
+    walker.visit(ast, start, _Path())
     return ExpressionAnalysis(expression, tuple(walker.selectors), canonical=fingerprint(ast))
 
 
@@ -315,12 +348,12 @@ def fingerprint(node: object) -> str:
         param = f"{f(node.param)}," if node.param is not None else ""
         return f"{node.op}{grouping}({param}{f(node.expr)})"
     if isinstance(node, pp.BinaryExpr):
-        mod = node.modifier
+        bmod = node.modifier
         how = ""
-        if mod is not None:
-            matching = mod.matching
+        if bmod is not None:
+            matching = bmod.matching
             on = f"{matching.type}({','.join(matching.labels)})" if matching is not None else ""
-            how = f"{'bool' if mod.return_bool else ''}{on}{mod.card}({','.join(mod.group_labels or [])})"
+            how = f"{'bool' if bmod.return_bool else ''}{on}{bmod.card}({','.join(bmod.group_labels or [])})"
         return f"{f(node.lhs)} {node.op}{how} {f(node.rhs)}"
     if isinstance(node, pp.Call):
         return f"{node.func.name}({','.join(f(a) for a in node.args)})"
@@ -385,6 +418,11 @@ def parse(expression: str) -> object:
         raise ValueError(_parse_message(exc)) from exc
 
 
+def unparsed(expression: str, error: str) -> ExpressionAnalysis:
+    """The analysis of an expression the parser refused: the error, and the names a token scan finds."""
+    return ExpressionAnalysis(expression, error=error, mentions=lexer.mentions(expression))
+
+
 class PromQLAnalyzer:
     """Analyses expressions, each distinct text once (the cache is bounded, oldest dropped first)."""
 
@@ -415,7 +453,7 @@ class PromQLAnalyzer:
             ast = parse(expression)
             return analyze_ast(expression, ast)
         except (ValueError, TypeError, RecursionError) as exc:
-            return ExpressionAnalysis(expression, error=_parse_message(exc))
+            return unparsed(expression, _parse_message(exc))
 
 
 _DEFAULT = PromQLAnalyzer()
@@ -434,12 +472,11 @@ def analyze_selector(expression: str, labels: Iterable[str], kind: UsageKind) ->
         top = frozenset(_labels(labels))
         analysis = analyze_ast(expression, ast, top)
     except (ValueError, TypeError, RecursionError) as exc:
-        return ExpressionAnalysis(expression, error=_parse_message(exc))
+        return unparsed(expression, _parse_message(exc))
     marked = tuple(_with_kind(s, top, kind) for s in analysis.selectors)
     return ExpressionAnalysis(expression, marked)
 
 
 def _with_kind(s: SelectorUsage, labels: frozenset[str], kind: UsageKind) -> SelectorUsage:
     merged = _merge(s.labels, {label: frozenset({kind}) for label in labels})
-    return SelectorUsage(s.metric, s.pattern, s.need, merged, s.matchers, s.aggregations, s.functions,
-                         s.kinds | {kind}, s.dynamic_labels)
+    return replace(s, labels=merged, kinds=s.kinds | {kind})

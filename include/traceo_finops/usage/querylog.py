@@ -245,5 +245,5 @@ def open_log(path: str | Path) -> Iterator[bytes]:
     """The lines of a log file as bytes (``.gz`` files are decompressed), streamed."""
     p = Path(path)
     opener = gzip.open if p.suffix == ".gz" else open
-    with opener(p, "rb") as fh:  # type: ignore[operator]
+    with opener(p, "rb") as fh:
         yield from fh

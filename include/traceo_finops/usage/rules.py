@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from traceo_finops.usage.model import Occurrence, ParseError, Source, SourceKind
+from traceo_finops.usage.model import Mentions, Occurrence, ParseError, Source, SourceKind
 from traceo_finops.usage.promql import PromQLAnalyzer
 
 
@@ -23,8 +23,9 @@ def rule_scope(file: str) -> str:
     return Path(file).name if file else ""
 
 
-def _error(source_id: str, location: str, message: str, expression: str = "") -> ParseError:
-    return ParseError(SourceKind.RULE, source_id, location, expression, message)
+def _error(source_id: str, location: str, message: str, expression: str = "",
+           mentions: Mentions | None = None) -> ParseError:
+    return ParseError(SourceKind.RULE, source_id, location, expression, message, mentions)
 
 
 def rule_groups_occurrences(groups: object, *, scope: str, file: str = "",
@@ -71,8 +72,8 @@ def rule_groups_occurrences(groups: object, *, scope: str, file: str = "",
                 continue
             text = str(expr)
             analysis = analyzer.analyze(text)
-            if not analysis.ok:
-                yield _error(rid, location, str(analysis.error), text)
+            if not analysis.ok:  # what it names is held back (see ``UsageIndex.unparsed_hold``)
+                yield _error(rid, location, str(analysis.error), text, analysis.mentions)
                 continue
             yield Occurrence(source, location, analysis)
 
@@ -90,12 +91,13 @@ def _rule_fields(rule: Mapping[str, Any]) -> tuple[str | None, str, object]:
 
 def _yaml(text: str, name: str) -> object | ParseError:
     try:
-        return yaml.safe_load(text)
+        data: object = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark is not None else name
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         return _error(rule_scope(name) or name, where, f"rule file is not valid YAML: {problem}")
+    return data
 
 
 def rule_text_occurrences(text: str, *, file: str,
