@@ -9,7 +9,8 @@ Buckets
     mimir-blocks    Mimir layout: ``<tenant>/<ULID>/{meta.json,index,chunks/00000N}``, deletion marks
                     written twice (``<tenant>/<ULID>/deletion-mark.json`` and
                     ``<tenant>/markers/<ULID>-deletion-mark.json``), one no-compact mark (also twice),
-                    ``<tenant>/bucket-index.json.gz`` (gzip JSON, Mimir bucket index v1),
+                    ``<tenant>/bucket-index.json.gz`` (gzip JSON, Mimir bucket index version 2,
+                    as current Mimir's compactor writes it),
                     ``__mimir_cluster/mimir_cluster_seed.json`` and two ``tmp/`` scratch objects
                     (not a tenant). Tenants ``team-a`` (2 compactor shards), ``team-b`` (365 d
                     retention: its blocks older than that are deletion-marked), ``anonymous``.
@@ -262,6 +263,21 @@ class _World:
         return {"numSamples": samples, "numSeries": series, "numChunks": max(chunks, series)}
 
 
+def _index_entry(b: Block, uploaded_at: int) -> dict[str, Any]:
+    """A block of a Mimir bucket index as current Mimir writes it (bucketindex.Block, IndexVersion2):
+    fields in struct order, the ``omitempty`` ones left out when empty."""
+    entry: dict[str, Any] = {"block_id": b.ulid, "min_time": b.min_time, "max_time": b.max_time,
+                             "segments_format": "1b6d", "segments_num": len(b.segments), "uploaded_at": uploaded_at}
+    shard = b.labels.get("__compactor_shard_id__", "")
+    if shard:
+        entry["compactor_shard_id"] = shard
+    entry["source"] = b.source
+    entry["compaction_level"] = b.level
+    if b.labels:
+        entry["labels"] = dict(b.labels)
+    return entry
+
+
 def _mimir(w: _World) -> dict[str, Any]:
     a, rng = w.anchor, w.rng
     tenants_truth: dict[str, Any] = {}
@@ -315,10 +331,8 @@ def _mimir(w: _World) -> dict[str, Any]:
         for b in blocks:
             w.emit_block(MIMIR_BUCKET, b, prefix)
         index = {
-            "version": 1,
-            "blocks": [{"block_id": b.ulid, "min_time": b.min_time, "max_time": b.max_time,
-                        "segments_format": "1b6d", "segments_num": len(b.segments),
-                        "uploaded_at": b.created_ms // 1000 + rng.randint(5, 120)} for b in blocks],
+            "version": 2,
+            "blocks": [_index_entry(b, b.created_ms // 1000 + rng.randint(5, 120)) for b in blocks],
             "block_deletion_marks": [{"block_id": b.ulid, "deletion_time": b.deletion_time}
                                      for b in blocks if b.deletion_time is not None],
             "updated_at": a // 1000 - rng.randint(60, 900),

@@ -1,4 +1,5 @@
-"""Shared helpers of the S3 tiering tests: a private moto server, hooks that make S3 say no, restores.
+"""Shared helpers of the S3 tiering tests: a private moto server, hooks that make S3 say no or answer
+what moto cannot, a proxy that drops connections, restores.
 
 The S3 tiering tests change lifecycle configurations, so they run on their own moto_server (a
 real process over HTTP on 127.0.0.1, seeded by ``devstack.s3_stack`` with the same world as the
@@ -9,13 +10,17 @@ at exit.
 from __future__ import annotations
 
 import atexit
+import http.client
 import json
 import socket
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from devstack import s3_stack
 
@@ -38,8 +43,23 @@ def private_s3() -> dict[str, Any]:
     return _STACK
 
 
-def client(endpoint_url: str) -> Any:
-    return s3_stack.client(endpoint_url)
+def client(endpoint_url: str, attempts: int | None = None) -> Any:
+    """A boto3 S3 client; ``attempts`` caps botocore's attempts per request (1: no retry) for fault tests."""
+    c = s3_stack.client(endpoint_url)
+    if attempts is None:
+        return c
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("s3", endpoint_url=endpoint_url, aws_access_key_id=s3_stack.ACCESS_KEY,
+                        aws_secret_access_key=s3_stack.SECRET_KEY, region_name=s3_stack.REGION,
+                        config=Config(retries={"total_max_attempts": attempts, "mode": "standard"}, connect_timeout=2,
+                                      read_timeout=5))
+
+
+def closed_port_url() -> str:
+    """An endpoint on 127.0.0.1 where nothing listens: every request is refused."""
+    return f"http://127.0.0.1:{free_port()}"
 
 
 def aws_conn_env(endpoint_url: str) -> str:
@@ -96,6 +116,104 @@ def deny(s3: Any, operation: str) -> Iterator[list[dict[str, Any]]]:
         yield denied
     finally:
         s3.meta.events.unregister(event, unique_id=f"deny-{operation}")
+
+
+class _Answered:
+    """A 200 stand-in for a ``before-call`` handler that answers instead of S3."""
+
+    status_code = 200
+    headers: dict[str, str] = {}  # noqa: RUF012 - read-only stand-in
+    content = b""
+
+
+@contextmanager
+def answer(s3: Any, operation: str, parsed: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:
+    """Make ``operation`` answer ``parsed`` (what botocore would have parsed from S3's answer).
+
+    For operations moto does not implement (ListBucketIntelligentTieringConfigurations: moto
+    answers it with an object listing). Yields the list of calls it answered.
+    """
+    calls: list[dict[str, Any]] = []
+
+    def handler(params: dict[str, Any], **_: Any) -> tuple[Any, dict[str, Any]]:
+        calls.append(params)
+        return _Answered(), {"ResponseMetadata": {"HTTPStatusCode": 200}, **parsed}
+
+    event = f"before-call.s3.{operation}"
+    s3.meta.events.register(event, handler, unique_id=f"answer-{operation}")
+    try:
+        yield calls
+    finally:
+        s3.meta.events.unregister(event, unique_id=f"answer-{operation}")
+
+
+class FaultyProxy:
+    """An HTTP proxy on 127.0.0.1 in front of moto that drops connections when told to.
+
+    ``fault(method, target)`` (target: path and query) says what to do with each request:
+    ``None`` forwards it; ``"drop"`` closes the connection without forwarding (S3 unreachable);
+    ``"lose-answer"`` forwards it — it takes effect — then closes the connection instead of
+    answering. botocore sees a real ConnectionClosedError either way. ``seen`` records
+    ``(method, target, what was done)``.
+    """
+
+    def __init__(self, upstream: str, fault: Callable[[str, str], str | None]):
+        self.fault = fault
+        self.seen: list[tuple[str, str, str]] = []
+        up = urlsplit(upstream)
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *_: Any) -> None:  # quiet
+                pass
+
+            def _any(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                what = proxy.fault(self.command, self.path)
+                proxy.seen.append((self.command, self.path, what or "forward"))
+                if what == "drop":
+                    self.close_connection = True
+                    return
+                conn = http.client.HTTPConnection(up.hostname, up.port, timeout=30)
+                try:
+                    headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "keep-alive")}
+                    conn.request(self.command, self.path, body=body, headers=headers)
+                    resp = conn.getresponse()
+                    payload = resp.read()
+                finally:
+                    conn.close()
+                if what == "lose-answer":
+                    self.close_connection = True
+                    return
+                self.send_response_only(resp.status, resp.reason)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length", "date", "server"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(payload)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FaultyProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def is_lifecycle_write(method: str, target: str) -> bool:
+    return method in ("PUT", "DELETE") and "lifecycle" in urlsplit(target).query
 
 
 WRITE_OPERATIONS = ("PutBucketLifecycleConfiguration", "DeleteBucketLifecycle", "PutObject", "DeleteObject",

@@ -213,8 +213,12 @@ def test_deletion_marks_are_written_twice_and_indexed(stack):
             assert mark["id"] == ulid and isinstance(mark["deletion_time"], int)
         raw = s3.get_object(Bucket="mimir-blocks", Key=f"{tenant}/bucket-index.json.gz")["Body"].read()
         index = json.loads(gzip.decompress(raw))
-        assert index["version"] == 1 and isinstance(index["updated_at"], int)
+        # Version 2, as current Mimir writes it: compactor_shard_id from the block's shard label, omitted when none.
+        assert index["version"] == 2 and isinstance(index["updated_at"], int)
         assert {b["block_id"] for b in index["blocks"]} == {b["ulid"] for b in info["blocks"]}
+        shards = {b["ulid"]: b["labels"].get("__compactor_shard_id__") for b in info["blocks"]}
+        assert {e["block_id"]: e.get("compactor_shard_id") for e in index["blocks"]} == shards
+        assert any(shards.values()) == (info["compactor_shards"] > 1)
         assert {m["block_id"] for m in index["block_deletion_marks"]} == marked
         by_id = {b["ulid"]: b for b in info["blocks"]}
         for entry in index["blocks"]:

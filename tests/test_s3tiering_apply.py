@@ -3,7 +3,8 @@
 moto gaps this file works around, each said where it matters: moto cannot deny a request (a
 botocore ``before-call`` hook answers 403 AccessDenied, and botocore raises its real ClientError
 from it); moto drops ObjectSizeGreaterThan/LessThan and always reports all_storage_classes_128K
-(those are checked on the request we send, recorded by another ``before-call`` hook).
+(those are checked on the request we send, recorded by another ``before-call`` hook); moto does not
+implement Intelligent-Tiering configurations (a hook answers what S3 would).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from typing import Any
 
 import pytest
 import yaml
+from botocore.validate import validate_parameters
 from s3tiering_support import (
+    answer,
     aws_conn_env,
     client,
     deny,
@@ -31,8 +34,10 @@ from s3tiering_support import (
 
 from traceo_finops.config import ConfigError, FinopsConfig
 from traceo_finops.pricing import load_price_table
+from traceo_finops.quality import check
 from traceo_finops.reports import ReportStore
 from traceo_finops.s3tiering.apply import BackupStore, read_backup, rollback, safe_apply
+from traceo_finops.s3tiering.dataset import s3_tiering_dataset
 from traceo_finops.s3tiering.errors import (
     ApplyError,
     BucketAccessDenied,
@@ -41,7 +46,15 @@ from traceo_finops.s3tiering.errors import (
     PlanError,
     S3TieringError,
 )
-from traceo_finops.s3tiering.workflow import apply_or_rollback, plan_bucket, plan_or_error
+from traceo_finops.s3tiering.lifecycle import transition_rule
+from traceo_finops.s3tiering.recommend import age_band_labels
+from traceo_finops.s3tiering.workflow import (
+    apply_or_rollback,
+    plan_bucket,
+    plan_or_error,
+    report_rows_for,
+    write_plan_artifacts,
+)
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,6 +176,11 @@ def test_dry_run_and_buckets_not_allowlisted_are_never_written(s3, moto, prices,
                                                                   "dry-run")
     assert sent == []
     assert not (Path(store.base) / "_artifacts").exists()  # not even a backup
+    # The report rows of the run fit the dataset (what write_report checks) and say where objects came from.
+    rows = report_rows_for(plans, dry, as_of - timedelta(days=1), as_of)
+    dataset = s3_tiering_dataset(age_band_labels(cfg.workflows.s3_tiering.transition_days))
+    assert check(dataset.name, dataset.table(rows), dataset.expectations).success
+    assert {r["source"] for r in rows} == {"list"} and {r["bucket"] for r in rows} == {b.name for b in cfg.buckets}
     live = apply_or_rollback(cfg, plans, apply=True, rollback_uri="", client_for=lambda _b: s3, store=store,
                              report_date=REPORT_DATE)
     assert {o["bucket"]: o["mode"] for o in live} == {"mimir-blocks": "applied", "thanos-blocks": "not-allowlisted",
@@ -321,3 +339,85 @@ def test_cli_lists_backups_and_rolls_back(s3, moto, prices, as_of, store, tmp_pa
     assert wrong.returncode == 1 and "is of bucket 'mimir-blocks'; refusing" in wrong.stderr
     unknown = cli("rollback", "--bucket", "other-bucket", "--backup", outcome.backup_uri)
     assert unknown.returncode == 1 and "no bucket named 'other-bucket'" in unknown.stderr
+
+
+def test_the_lifecycle_artifact_is_the_request_the_apply_sends(s3, moto, prices, as_of, store) -> None:
+    cfg = cfg_of()
+    truth = moto["truth"]["buckets"]["mimir-blocks"]
+    plan = plan_or_error(cfg, "mimir-blocks", as_of, lambda: prices, lambda _b: s3)
+    uri = write_plan_artifacts(store, REPORT_DATE, plan)[0]
+    assert uri.endswith("/mimir-blocks.lifecycle.json")
+    doc = json.loads(Path(uri).read_text())
+    # `aws s3api put-bucket-lifecycle-configuration --cli-input-json` takes the operation's input shape of
+    # botocore's service model (the CLI is built on it): check the file against it with botocore's validator.
+    op = s3.meta.service_model.operation_model("PutBucketLifecycleConfiguration")
+    assert set(doc) == {"Bucket", "LifecycleConfiguration", "TransitionDefaultMinimumObjectSize"}
+    assert set(doc) <= set(op.input_shape.members)
+    validate_parameters(doc, op.input_shape)
+    assert doc["Bucket"] == "mimir-blocks" and doc["TransitionDefaultMinimumObjectSize"] == "all_storage_classes_128K"
+    rules = doc["LifecycleConfiguration"]["Rules"]
+    assert rules[:2] == truth["lifecycle_rules"] and rules[2:] == plan["finops_rules"]
+    # Applying the file by hand sends exactly what the apply sends (moto drops the size filters and the
+    # header's effect, so the two requests themselves are compared).
+    sent = record_requests(s3)
+    assert safe_apply(s3, cfg.bucket("mimir-blocks"), plan["finops_rules"], BackupStore(store, REPORT_DATE)).mode == \
+        "applied"
+    restore_lifecycles(client(moto["endpoint_url"]), moto["truth"])
+    s3.put_bucket_lifecycle_configuration(**doc)
+    by_apply, by_hand = [r for r in sent if r["operation"] == "PutBucketLifecycleConfiguration"]
+    assert by_apply["body"] == by_hand["body"] and "<ObjectSizeGreaterThan>131071" in by_hand["body"]
+    header = "x-amz-transition-default-minimum-object-size"
+    assert by_apply["headers"][header] == by_hand["headers"][header] == "all_storage_classes_128K"
+
+
+IT_CONFIGS = {"IsTruncated": False, "IntelligentTieringConfigurationList": [
+    {"Id": "archive-old", "Filter": {"Prefix": "team-a/"}, "Status": "Enabled",
+     "Tierings": [{"Days": 90, "AccessTier": "ARCHIVE_ACCESS"}]},
+    {"Id": "switched-off", "Status": "Disabled", "Tierings": [{"Days": 180, "AccessTier": "DEEP_ARCHIVE_ACCESS"}]},
+]}
+IT_OP = "ListBucketIntelligentTieringConfigurations"
+
+
+def test_intelligent_tiering_is_refused_when_an_archive_tier_is_opted_in(s3, moto, prices, as_of, store) -> None:
+    # moto does not implement Intelligent-Tiering configurations (it answers the list with an object
+    # listing): a before-call hook answers what S3 would.
+    cfg = cfg_of(**{"mimir-blocks": {"storage_classes": ["INTELLIGENT_TIERING", "STANDARD_IA"]}})
+    bucket = cfg.bucket("mimir-blocks")
+    reason = ("INTELLIGENT_TIERING refused: Intelligent-Tiering configuration 'archive-old' (ARCHIVE_ACCESS after "
+              "90 d, prefix 'team-a/') opts objects in to an archive access tier, which store-gateways cannot read")
+
+    def it_candidates(plan: Any) -> list[dict[str, Any]]:
+        return [c for d in plan.decisions for c in d["candidates"]
+                if any(s["StorageClass"] == "INTELLIGENT_TIERING" for s in c["steps"])]
+
+    with answer(s3, IT_OP, IT_CONFIGS) as calls:
+        held = plan_bucket(s3, bucket, cfg.workflows.s3_tiering, prices, as_of)
+    assert len(calls) == 1
+    assert it_candidates(held) and all(c["refused"].startswith(reason) for c in it_candidates(held))
+    assert not any(t["StorageClass"] == "INTELLIGENT_TIERING" for r in held.finops_rules
+                   for t in r.get("Transitions", []))
+    assert any("archive-old" in w for w in held.warnings) and not any("switched-off" in w for w in held.warnings)
+    # Only the disabled configuration: nothing is opted in, INTELLIGENT_TIERING is weighed on its merits.
+    with answer(s3, IT_OP, {"IntelligentTieringConfigurationList": IT_CONFIGS["IntelligentTieringConfigurationList"]
+                            [1:]}):
+        free = plan_bucket(s3, bucket, cfg.workflows.s3_tiering, prices, as_of)
+    assert not any((c["refused"] or "").startswith("INTELLIGENT_TIERING refused") for c in it_candidates(free))
+    # An archive bucket may archive: its configurations are not even read.
+    archive = cfg_of(**{"thanos-blocks": {"role": "archive"}}).bucket("thanos-blocks")
+    with answer(s3, IT_OP, IT_CONFIGS) as calls:
+        plan_bucket(s3, archive, cfg.workflows.s3_tiering, prices, as_of)
+    assert calls == []
+    # Configurations that cannot be read: not proposed, and the warning says what to grant.
+    with deny(s3, IT_OP):
+        denied = plan_bucket(s3, bucket, cfg.workflows.s3_tiering, prices, as_of)
+    assert any("grant s3:GetIntelligentTieringConfiguration" in w for w in denied.warnings)
+    assert all(c["refused"].startswith("INTELLIGENT_TIERING refused") for c in it_candidates(denied))
+    # The apply checks again before it writes: a rule with INTELLIGENT_TIERING is refused, nothing written.
+    rules = [transition_rule("finops-tier-team-a", "team-a/", [{"Days": 30, "StorageClass": "INTELLIGENT_TIERING"}])]
+    sent = record_requests(s3)
+    with answer(s3, IT_OP, IT_CONFIGS), pytest.raises(ApplyError, match="INTELLIGENT_TIERING transitions refused, "
+                                                                       "nothing was written: Intelligent-Tiering "
+                                                                       "configuration 'archive-old'"):
+        safe_apply(s3, bucket, rules, BackupStore(store, REPORT_DATE))
+    assert sent == [] and lifecycle_rules(s3, "mimir-blocks") == moto["truth"]["buckets"]["mimir-blocks"][
+        "lifecycle_rules"]

@@ -100,8 +100,12 @@ def test_dry_run_apply_and_rollback(env: dict[str, Any], tiering_dag: Any) -> No
         assert not any(r["applied"] for r in rows)
         proposed = {r["proposed_rule_id"] for r in rows if r["bucket"] == "mimir-blocks"} - {None}
         assert proposed and all(p.startswith("finops-tier-") for p in proposed)
+        assert {r["source"] for r in rows} == {"list"}  # no inventory configured: listed
         (lifecycle_json,) = env["reports"].glob("_artifacts/s3_tiering/report_date=*/mimir-blocks.lifecycle.json")
-        planned = json.loads(lifecycle_json.read_text())["Rules"]
+        request = json.loads(lifecycle_json.read_text())  # what `aws s3api put-bucket-lifecycle-configuration
+        assert request["Bucket"] == "mimir-blocks"        # --cli-input-json file://…` takes
+        assert request["TransitionDefaultMinimumObjectSize"] == "all_storage_classes_128K"
+        planned = request["LifecycleConfiguration"]["Rules"]
         assert planned[:2] == truth["mimir-blocks"]["lifecycle_rules"]  # the JSON to put keeps the foreign rules
         assert {r["ID"] for r in planned[2:]} >= proposed
         posts = [r for r in slack_sink.received(env["sink"]["url"]) if r.get("delivered")]
@@ -128,6 +132,7 @@ def test_dry_run_apply_and_rollback(env: dict[str, Any], tiering_dag: Any) -> No
         assert json.loads(backup.read_text())["Rules"] == truth["mimir-blocks"]["lifecycle_rules"]
         digest = json.dumps(slack_sink.received(env["sink"]["url"])[-1]["body"])
         assert "Written: mimir-blocks" in digest and "+finops-tier-" in digest
+        assert "Not written: misc-logs, thanos-blocks not allowlisted" in digest
 
         # 3. Rollback through the DAG param: the bucket holds exactly what it held before.
         run = tiering_dag.test(run_conf={"rollback_backup": str(backup)})

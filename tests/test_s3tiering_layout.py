@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import re
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -110,6 +111,61 @@ def test_malformed_meta_json_names_bucket_key_and_problem(body: bytes, problem: 
     assert str(exc.value).startswith(f"bucket 'mimir-blocks': {key}: ")
 
 
+# A tenant's bucket index as current Mimir's compactor writes it (pkg/storage/tsdb/bucketindex: Index with
+# Version IndexVersion2, Block fields in struct order, omitempty fields left out when empty): a split-and-merge
+# compacted block with its shard, an ingester block with unknown segments, an out-of-order block, a marked one.
+MIMIR_V2_INDEX = {
+    "version": 2,
+    "blocks": [
+        {"block_id": "01JDQ4W7B8V0Q6M2Y3N5P7R9ST", "min_time": 1732492800000, "max_time": 1732579200000,
+         "segments_format": "1b6d", "segments_num": 3, "uploaded_at": 1732601011, "compactor_shard_id": "2_of_4",
+         "source": "compactor", "compaction_level": 4, "labels": {"__compactor_shard_id__": "2_of_4"}},
+        {"block_id": "01JDS9X2K4M6P8R0T2V4X6Z8AB", "min_time": 1732665600000, "max_time": 1732672800000,
+         "uploaded_at": 1732676620, "source": "ingester", "compaction_level": 1},
+        {"block_id": "01JDSA0C3E5G7J9K1M3P5R7T9V", "min_time": 1732665600000, "max_time": 1732672800000,
+         "segments_format": "1b6d", "segments_num": 1, "uploaded_at": 1732677000, "source": "compactor",
+         "compaction_level": 1, "out_of_order": True},
+        {"block_id": "01JCZ0000000000000000000AA", "min_time": 1731283200000, "max_time": 1731369600000,
+         "segments_format": "1b6d", "segments_num": 2, "uploaded_at": 1731400000, "compactor_shard_id": "1_of_4",
+         "source": "compactor", "compaction_level": 4, "labels": {"__compactor_shard_id__": "1_of_4"}},
+    ],
+    "block_deletion_marks": [{"block_id": "01JCZ0000000000000000000AA", "deletion_time": 1732700000}],
+    "updated_at": 1732701234,
+}
+
+
+def test_a_mimir_version_2_bucket_index_as_current_mimir_writes_it() -> None:
+    body = gzip.compress(json.dumps(MIMIR_V2_INDEX).encode())
+    parsed = parse_bucket_index("mimir-blocks", "team-a/bucket-index.json.gz", body)
+    assert parsed.version == 2 and parsed.updated_at == 1732701234
+    assert parsed.blocks == {b["block_id"]: (b["min_time"], b["max_time"]) for b in MIMIR_V2_INDEX["blocks"]}
+    assert parsed.deletion_marked == {"01JCZ0000000000000000000AA"}
+    # Version 1 (no compactor_shard_id) reads the same; Go's null for an empty list is an empty list.
+    v1 = {**MIMIR_V2_INDEX, "version": 1,
+          "blocks": [{k: v for k, v in b.items() if k != "compactor_shard_id"} for b in MIMIR_V2_INDEX["blocks"]]}
+    assert parse_bucket_index("mimir-blocks", "k", gzip.compress(json.dumps(v1).encode())).blocks == parsed.blocks
+    empty = parse_bucket_index("mimir-blocks", "k", gzip.compress(
+        json.dumps({"version": 2, "blocks": None, "block_deletion_marks": None, "updated_at": 1}).encode()))
+    assert (empty.blocks, empty.deletion_marked) == ({}, frozenset())
+
+
+def test_the_devstack_writes_what_current_mimir_writes(world) -> None:
+    objs, truth = world
+    index = next(o for o in objs if o.key == "team-a/bucket-index.json.gz")
+    doc = json.loads(gzip.decompress(index.body))
+    assert doc["version"] == 2
+    blocks = {b["ulid"]: b for b in truth["buckets"]["mimir-blocks"]["tenants"]["team-a"]["blocks"]}
+    for entry in doc["blocks"]:
+        shard = blocks[entry["block_id"]]["labels"].get("__compactor_shard_id__")
+        assert entry.get("compactor_shard_id") == shard  # team-a has 2 compactor shards; omitted when none
+        assert list(entry)[:6] == ["block_id", "min_time", "max_time", "segments_format", "segments_num",
+                                   "uploaded_at"]
+    assert any("compactor_shard_id" in e for e in doc["blocks"]) and any("compactor_shard_id" not in e
+                                                                          for e in doc["blocks"])
+    parsed = parse_bucket_index("mimir-blocks", index.key, index.body)
+    assert parsed.blocks == {u: (b["minTime"], b["maxTime"]) for u, b in blocks.items()}
+
+
 def test_bucket_index(world) -> None:
     objs, truth = world
     index = next(o for o in objs if o.key == "team-b/bucket-index.json.gz")
@@ -119,8 +175,15 @@ def test_bucket_index(world) -> None:
     assert parsed.deletion_marked == {b["ulid"] for b in blocks if b["deletion_marked"]}
     with pytest.raises(MalformedBlockMeta, match="not a gzip-compressed JSON bucket index"):
         parse_bucket_index("mimir-blocks", index.key, b"plain")
-    with pytest.raises(MalformedBlockMeta, match="not a version 1 Mimir bucket index"):
-        parse_bucket_index("mimir-blocks", index.key, gzip.compress(b'{"version": 7}'))
+    for version in (3, 0, "2", True):
+        with pytest.raises(MalformedBlockMeta, match=rf"bucket index version {re.escape(repr(version))} is not known "
+                                                     r"\(known: 1 and 2\)") as exc:
+            parse_bucket_index("mimir-blocks", index.key, gzip.compress(json.dumps(
+                {**MIMIR_V2_INDEX, "version": version}).encode()))
+        assert str(exc.value).startswith("bucket 'mimir-blocks': team-b/bucket-index.json.gz: ")
+    with pytest.raises(MalformedBlockMeta, match="compactor_shard_id must be a string"):
+        bad = {**MIMIR_V2_INDEX, "blocks": [{**MIMIR_V2_INDEX["blocks"][0], "compactor_shard_id": 2}]}
+        parse_bucket_index("mimir-blocks", index.key, gzip.compress(json.dumps(bad).encode()))
 
 
 def test_aggregation_does_not_depend_on_key_order_or_batch_size(world) -> None:

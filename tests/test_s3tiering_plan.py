@@ -194,15 +194,34 @@ def test_the_dataset_and_its_expectations(prices) -> None:
     assert dataset.schema.names == [
         "bucket", "tenant", "storage_class", "age_band", "size_band", "objects", "bytes", "current_monthly_usd",
         "proposed_rule_id", "projected_monthly_usd", "one_time_transition_usd", "break_even_days",
-        "net_saving_12m_usd", "applied", "window_start", "window_end"]
+        "net_saving_12m_usd", "applied", "source", "window_start", "window_end"]
     bucket = Bucket(name="blocks-a", layout="mimir", monthly_read_ratio=0)
     r = rows({"n": 10, "size": GIB, "age": 200}, {"role": "meta.json", "n": 10, "size": 1000, "age": 200})
     _, costs = plan_rows(r, BucketLayout.MIMIR, bucket, S3TieringSettings(), CostModel(prices, 0))
     window = {"window_start": datetime(2026, 11, 27, tzinfo=UTC), "window_end": datetime(2026, 11, 28, tzinfo=UTC)}
-    good = [{**x, "applied": False, **window} for x in report_rows(r, costs, "blocks-a", days)]
+    good = [{**x, "applied": False, "source": "inventory", **window} for x in report_rows(r, costs, "blocks-a", days)]
     assert check(dataset.name, dataset.table(good), dataset.expectations).success
-    bad = [dict(good[0], proposed_rule_id="someone-elses", one_time_transition_usd=-1.0, age_band="1-2d")]
+    bad = [dict(good[0], proposed_rule_id="someone-elses", one_time_transition_usd=-1.0, age_band="1-2d",
+                source="athena")]
     result = check(dataset.name, dataset.table(bad + good[1:]), dataset.expectations, raise_on_failure=False)
     failed = " ".join(result.failed)
     assert "match_regex(column='proposed_rule_id'" in failed and "someone-elses" in failed
-    assert "one_time_transition_usd" in failed and "1-2d" in failed
+    assert "one_time_transition_usd" in failed and "1-2d" in failed and "athena" in failed
+
+
+def test_a_class_refused_for_the_bucket_is_never_chosen_whatever_it_saves(prices) -> None:
+    # Without the refusal INTELLIGENT_TIERING ladders pay off; refused, every one of them carries the
+    # bucket's reason and the rule is built from the other class.
+    bucket = Bucket(name="blocks-a", layout="thanos", monthly_read_ratio=0, storage_classes=["INTELLIGENT_TIERING",
+                                                                                            "STANDARD_IA"])
+    r = rows({"tenant": "", "n": 1000, "size": GIB, "age": 200})
+    (free,), _ = plan_rows(r, BucketLayout.THANOS, bucket, S3TieringSettings(), CostModel(prices, 0))
+    it = {"INTELLIGENT_TIERING": "configuration 'archive-old' opts in ARCHIVE_ACCESS"}
+    (held,), costs = plan_rows(r, BucketLayout.THANOS, bucket, S3TieringSettings(), CostModel(prices, 0),
+                               refused_classes=it)
+    uses_it = [c for c in held.candidates if any(s.storage_class == "INTELLIGENT_TIERING" for s in c.steps)]
+    assert uses_it and all(c.refused == "INTELLIGENT_TIERING refused: configuration 'archive-old' opts in "
+                                       "ARCHIVE_ACCESS" for c in uses_it)
+    assert held.chosen is not None and "INTELLIGENT_TIERING" not in {s.storage_class for s in held.chosen.steps}
+    assert {s.storage_class for c in free.candidates if c.refused is None for s in c.steps} >= {"INTELLIGENT_TIERING"}
+    assert costs["rule_id"].tolist() == ["finops-tier-bucket"]

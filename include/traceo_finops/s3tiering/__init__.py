@@ -2,12 +2,13 @@
 
 Modules, in the order a run uses them:
 
-- :mod:`.inventory` — what a bucket holds (ListObjectsV2, or an S3 Inventory streamed with pyarrow),
-  folded into groups by tenant, block, role, storage class, size band and age;
+- :mod:`.inventory` — what a bucket holds (its S3 Inventory, streamed with pyarrow, when one is
+  configured and fresh, else ListObjectsV2), folded into groups by tenant, block, role, storage
+  class, size band and age;
 - :mod:`.layout` — ULIDs, object roles, meta.json and the Mimir bucket index;
 - :mod:`.blocks` — block time ranges and deletion marks read from the bucket;
 - :mod:`.costs` — the cost model over the price table;
-- :mod:`.planner` — which transitions pay off safely, per tenant prefix or bucket;
+- :mod:`.recommend` — which transitions pay off safely, per tenant prefix or bucket;
 - :mod:`.lifecycle` — the ``finops-`` rules, merge with foreign rules, validation, diff;
 - :mod:`.apply` — safe apply with backup, read-back verification and rollback;
 - :mod:`.dataset` — the ``s3_tiering`` report dataset and the Slack digest;

@@ -17,8 +17,6 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-import pyarrow.fs as pafs
-
 
 def _store(cfg: Any) -> Any:
     if cfg.report_root_uri.startswith("s3://"):
@@ -31,15 +29,10 @@ def _store(cfg: Any) -> Any:
 
 
 def list_backups(store: Any, bucket: str) -> list[str]:
-    """URIs of the bucket's backups, oldest first."""
-    from traceo_finops.reports import ARTIFACTS_DIR
-    from traceo_finops.s3tiering.apply import BACKUP_DATASET
+    """URIs of the bucket's backups of every date, oldest first."""
+    from traceo_finops.s3tiering.apply import BackupStore
 
-    base = f"{store.base}/{ARTIFACTS_DIR}/{BACKUP_DATASET}"
-    infos = store.fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
-    paths = sorted((i.path for i in infos if i.type == pafs.FileType.File and i.base_name.startswith(f"{bucket}.")),
-                   key=lambda p: p.rsplit("/", 1)[-1])
-    return [f"s3://{p}" if isinstance(store.fs, pafs.S3FileSystem) else p for p in paths]
+    return BackupStore(store, None).uris(bucket, all_dates=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,8 +66,10 @@ def main(argv: list[str] | None = None) -> int:
                                               "restore it here")
         from traceo_finops.airflow_adapter import s3_client
 
-        outcome = rollback(s3_client(bucket.conn_id), bucket, doc, BackupStore(store, datetime.now(UTC).date()),
-                           run_id="cli", backup_uri=args.backup)
+        now = datetime.now(UTC)
+        # Each command its own run: a retry of a run reports what an earlier attempt did (apply.rollback).
+        outcome = rollback(s3_client(bucket.conn_id), bucket, doc, BackupStore(store, now.date()),
+                           run_id=f"cli__{now:%Y%m%dT%H%M%S%fZ}", backup_uri=args.backup)
     except (ConfigError, S3TieringError, LookupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from traceo_finops.config import BucketLayout
-from traceo_finops.s3tiering.inventory import s3_error
+from traceo_finops.s3tiering.inventory import error_code, s3_error
 from traceo_finops.s3tiering.layout import BlockMeta, parse_bucket_index, parse_meta_json
 
 log = logging.getLogger(__name__)
@@ -30,10 +30,9 @@ class BlockState:
 
 def _get(client: Any, bucket: str, key: str) -> bytes | None:
     try:
-        return client.get_object(Bucket=bucket, Key=key)["Body"].read()
-    except Exception as exc:
-        code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
-        if code in ("NoSuchKey", "404"):
+        return bytes(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except Exception as exc:  # an S3 answer or a network fault
+        if error_code(exc) in ("NoSuchKey", "404"):
             return None  # deleted by the compactor since the listing
         raise s3_error(exc, bucket, "GetObject", key) from None
 

@@ -91,7 +91,8 @@ class CostModel:
         """
         minimum = self.prices.min_billable_bytes(cls)
         floor = np.where(small, objects * float(minimum), 0.0)
-        return np.maximum(floor, nbytes).astype(float)
+        out: np.ndarray = np.maximum(floor, nbytes).astype(float)
+        return out
 
     def storage_rate(self, cls: str, it_days: np.ndarray | None = None, n: int = 1) -> np.ndarray:
         """$/GB-month of ``cls``; for Intelligent-Tiering by days in the class, blended with reads."""
@@ -137,7 +138,9 @@ class CostModel:
 
     def monthly(self, cls: str, objects: np.ndarray, nbytes: np.ndarray, small: np.ndarray,
                 it_days: np.ndarray | None = None) -> np.ndarray:
-        return self.storage_month(cls, objects, nbytes, small, it_days) + self.reads_month(cls, objects, nbytes)
+        out: np.ndarray = self.storage_month(cls, objects, nbytes, small, it_days) + \
+            self.reads_month(cls, objects, nbytes)
+        return out
 
     def transition(self, cls: str, objects: np.ndarray) -> np.ndarray:
         """One-time lifecycle transition requests into ``cls``."""
@@ -150,5 +153,7 @@ class CostModel:
         if minimum <= 0:
             return np.zeros(len(objects))
         short = np.clip(minimum - np.asarray(days_in_class, dtype=float), 0, minimum)
-        return self.storage_month(cls, objects, nbytes, small, np.full(len(objects), 1e9)) * short / DAYS_PER_MONTH
+        out: np.ndarray = self.storage_month(cls, objects, nbytes, small, np.full(len(objects), 1e9)) * short \
+            / DAYS_PER_MONTH
+        return out
 

@@ -45,8 +45,21 @@ class MalformedBlockMeta(S3TieringError):
         self.key = key
 
 
+class S3RequestError(S3TieringError):
+    """An S3 request failed for another reason: an error answer, or no answer at all (connection refused,
+    dropped, timed out). The message names the operation."""
+
+    def __init__(self, bucket: str, operation: str, detail: str):
+        super().__init__(bucket, f"{operation} failed ({detail})")
+        self.operation = operation
+
+
 class InventoryError(S3TieringError):
-    """An S3 Inventory report is missing, incomplete or not what its manifest says."""
+    """An S3 Inventory report is incomplete, unreadable or not what its manifest says."""
+
+
+class InventoryMissing(InventoryError):
+    """No S3 Inventory report where the configuration points: the bucket is listed instead."""
 
 
 class TooManyObjects(S3TieringError):
@@ -76,4 +89,5 @@ def _permission(operation: str) -> str:
         "DeleteBucketLifecycle": "PutLifecycleConfiguration",
         "ListObjectsV2": "ListBucket",
         "GetObject": "GetObject",
+        "ListBucketIntelligentTieringConfigurations": "GetIntelligentTieringConfiguration",
     }.get(operation, operation)

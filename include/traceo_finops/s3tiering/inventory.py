@@ -1,4 +1,4 @@
-"""What a bucket holds: ListObjectsV2 for up to about a million objects, S3 Inventory for more.
+"""What a bucket holds: its S3 Inventory when one is configured and fresh, else ListObjectsV2.
 
 Both paths yield Arrow record batches of ``key, size, last_modified, storage_class`` that
 :func:`aggregate` folds, batch by batch, into groups by tenant, block, role, storage class, size
@@ -31,9 +31,17 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from botocore.exceptions import BotoCoreError, ClientError
 
 from traceo_finops.config import BucketLayout
-from traceo_finops.s3tiering.errors import BucketAccessDenied, BucketNotFound, InventoryError, TooManyObjects
+from traceo_finops.s3tiering.errors import (
+    BucketAccessDenied,
+    BucketNotFound,
+    InventoryError,
+    InventoryMissing,
+    S3RequestError,
+    TooManyObjects,
+)
 from traceo_finops.s3tiering.layout import classify_keys, ulid_times_ms
 
 log = logging.getLogger(__name__)
@@ -61,14 +69,40 @@ GROUP_SCHEMA = pa.schema([
 
 
 # -- errors from S3 ------------------------------------------------------------------------------------
+def error_code(exc: BaseException) -> str:
+    """botocore's error code of an S3 answer ("" when there was no answer: a connection error has
+    ``response=None``, and anything that is not a botocore error has no ``response`` at all)."""
+    response = getattr(exc, "response", None)
+    error = response.get("Error") if isinstance(response, dict) else None
+    return str(error.get("Code") or "") if isinstance(error, dict) else ""
+
+
+def describe(exc: BaseException) -> str:
+    """``Code: message`` of an S3 answer, or ``ExceptionType: message`` of a request that got none."""
+    code = error_code(exc)
+    if code:
+        response = getattr(exc, "response", None) or {}
+        message = (response.get("Error") or {}).get("Message") or str(exc)
+        return f"{code}: {message}"
+    if isinstance(exc, BotoCoreError):
+        return f"{type(exc).__name__}: {exc}; S3 could not be reached or did not answer"
+    return f"{type(exc).__name__}: {exc}"
+
+
 def s3_error(exc: Exception, bucket: str, operation: str, key: str = "") -> Exception:
-    """The domain error for a botocore ClientError (AccessDenied, NoSuchBucket), else ``exc`` itself."""
-    code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+    """The domain error for a failed S3 request, naming bucket and operation; other exceptions as they are.
+
+    AccessDenied and NoSuchBucket get their own errors (what to grant, what to check); any other
+    answer and every network fault (connection refused or dropped, timeouts) an :class:`S3RequestError`.
+    """
+    code = error_code(exc)
     if code in ("AccessDenied", "403", "AllAccessDisabled"):
         return BucketAccessDenied(bucket, operation, f"key {key}" if key else "")
     if code == "NoSuchBucket":
         return BucketNotFound(bucket, f"does not exist (NoSuchBucket on {operation}); check buckets[].name "
                                       "and the connection's account and region")
+    if isinstance(exc, (ClientError, BotoCoreError)):
+        return S3RequestError(bucket, f"{operation} {key}" if key else operation, describe(exc))
     return exc
 
 
@@ -77,7 +111,7 @@ def list_objects(client: Any, bucket: str, *, max_objects: int, workers: int = 8
     """Every object of ``bucket`` as an :data:`OBJECT_SCHEMA` table.
 
     Pages through ListObjectsV2, one top-level prefix (a tenant, for Mimir) per worker thread.
-    Raises :class:`TooManyObjects` past ``max_objects`` (the caller then reads the S3 Inventory).
+    Raises :class:`TooManyObjects` past ``max_objects`` (a bucket that big needs its S3 Inventory).
     """
     count = 0
     lock = threading.Lock()
@@ -98,7 +132,7 @@ def list_objects(client: Any, bucket: str, *, max_objects: int, workers: int = 8
         kwargs = {"Bucket": bucket, "Prefix": prefix, **({"Delimiter": delimiter} if delimiter else {})}
         try:
             yield from client.get_paginator("list_objects_v2").paginate(**kwargs)
-        except Exception as exc:  # ClientError: turn AccessDenied / NoSuchBucket into named errors
+        except Exception as exc:  # an S3 answer or a network fault: the bucket's error, naming the operation
             raise s3_error(exc, bucket, "ListObjectsV2") from None
 
     top = list(listing("", "/"))
@@ -165,40 +199,55 @@ def _schema_fields(file_format: str, schema: str) -> tuple[str, ...]:
     return tuple(part.split(":", 1)[0].strip() for part in inner.split(",") if ":" in part)
 
 
+def _dated(name: str) -> datetime | None:
+    m = re.fullmatch(r"(\d{4}-\d{2}-\d{2})T(\d{2})-(\d{2})Z", name)
+    return datetime.fromisoformat(f"{m.group(1)}T{m.group(2)}:{m.group(3)}:00+00:00") if m else None
+
+
 def resolve_manifest(fs: pafs.FileSystem, location: str, not_after_ms: int | None = None, bucket: str = "?") -> str:
     """The manifest.json to read: ``location`` itself, or the newest dated one under it.
 
     ``location`` is ``bucket/prefix/…/manifest.json`` or the inventory configuration's folder
     (``bucket/prefix/<source-bucket>/<config-id>``) holding ``YYYY-MM-DDTHH-MMZ/manifest.json``
-    folders; dated folders after ``not_after_ms`` (the report window's end) are ignored.
+    folders; dated folders after ``not_after_ms`` (the report window's end), and folders whose
+    manifest.json is not there yet (S3 writes it last), are ignored. Nothing there is
+    :class:`InventoryMissing`; a location that cannot be read is :class:`InventoryError`.
     """
     location = location.removeprefix("s3://").rstrip("/")
     if location.endswith("manifest.json"):
         return location
     try:
         infos = fs.get_file_info(pafs.FileSelector(location, allow_not_found=False))
-    except (FileNotFoundError, OSError) as exc:
+    except FileNotFoundError:
+        raise InventoryMissing(bucket, f"no inventory at s3://{location} (nothing there)") from None
+    except OSError as exc:
         raise InventoryError(bucket, f"inventory location s3://{location} cannot be listed: {exc}") from None
     dated = []
     for info in infos:
-        m = re.fullmatch(r"(\d{4}-\d{2}-\d{2})T(\d{2})-(\d{2})Z", info.base_name)
-        if info.type == pafs.FileType.Directory and m:
-            when = datetime.fromisoformat(f"{m.group(1)}T{m.group(2)}:{m.group(3)}:00+00:00")
-            if not_after_ms is None or when.timestamp() * 1000 <= not_after_ms:
-                dated.append((when, info.path))
-    if not dated:
-        raise InventoryError(bucket, f"no dated inventory (YYYY-MM-DDTHH-MMZ/manifest.json) under s3://{location}")
-    return posixpath.join(max(dated)[1], "manifest.json")
+        when = _dated(info.base_name)
+        if info.type == pafs.FileType.Directory and when is not None \
+                and (not_after_ms is None or when.timestamp() * 1000 <= not_after_ms):
+            dated.append((when, info.path))
+    for _, path in sorted(dated, reverse=True):
+        manifest = posixpath.join(path, "manifest.json")
+        try:
+            if fs.get_file_info(manifest).type == pafs.FileType.File:
+                return manifest
+        except OSError as exc:
+            raise InventoryError(bucket, f"inventory manifest s3://{manifest} cannot be read: {exc}") from None
+    raise InventoryMissing(bucket, f"no dated inventory (YYYY-MM-DDTHH-MMZ/manifest.json) under s3://{location}"
+                                   + (" up to the report window's end" if not_after_ms is not None else ""))
 
 
-def read_manifest(fs: pafs.FileSystem, path: str, bucket: str) -> InventoryManifest:
-    """Read ``manifest.json`` at ``path`` and check it against the bucket and the files it lists."""
+def read_manifest(fs: pafs.FileSystem, path: str, bucket: str, *, check_files: bool = True) -> InventoryManifest:
+    """Read ``manifest.json`` at ``path`` and check it against the bucket (and, with ``check_files``,
+    against the data files it lists: :func:`check_files_present`)."""
     where = f"inventory manifest s3://{path}"
     try:
         with fs.open_input_stream(path) as src:
             doc = json.loads(src.read())
     except FileNotFoundError:
-        raise InventoryError(bucket, f"{where} does not exist") from None
+        raise InventoryMissing(bucket, f"{where} does not exist") from None
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InventoryError(bucket, f"{where} cannot be read as JSON: {exc}") from None
     if not isinstance(doc, dict):
@@ -224,14 +273,23 @@ def read_manifest(fs: pafs.FileSystem, path: str, bucket: str) -> InventoryManif
         raise InventoryError(bucket, f"{where}: every entry of files needs key and size") from None
     dest = str(doc["destinationBucket"]).rsplit(":", 1)[-1]
     created = doc.get("creationTimestamp")
-    manifest = InventoryManifest(path, bucket, dest, fmt, fields, listed,
-                                 int(created) if str(created or "").isdigit() else None)
-    _check_files_present(fs, manifest, bucket)
+    if not str(created or "").isdigit():  # S3 always writes it; else the dated folder says when
+        when = _dated(posixpath.basename(posixpath.dirname(path)))
+        created = int(when.timestamp() * 1000) if when else None
+    manifest = InventoryManifest(path, bucket, dest, fmt, fields, listed, int(created) if created else None)
+    if check_files:
+        check_files_present(fs, manifest)
     return manifest
 
 
-def _check_files_present(fs: pafs.FileSystem, manifest: InventoryManifest, bucket: str) -> None:
-    infos = fs.get_file_info([manifest.file_path(f) for f in manifest.files])
+def check_files_present(fs: pafs.FileSystem, manifest: InventoryManifest) -> None:
+    """Every data file the manifest lists exists with the listed size; else :class:`InventoryError`."""
+    bucket = manifest.source_bucket
+    try:
+        infos = fs.get_file_info([manifest.file_path(f) for f in manifest.files])
+    except OSError as exc:
+        raise InventoryError(bucket, f"inventory manifest s3://{manifest.path}: its data files cannot be "
+                                     f"checked: {exc}") from None
     problems = []
     for f, info in zip(manifest.files, infos, strict=True):
         if info.type != pafs.FileType.File:
@@ -244,24 +302,30 @@ def _check_files_present(fs: pafs.FileSystem, manifest: InventoryManifest, bucke
                                      f"{len(manifest.files)} data files unusable: {shown}")
 
 
-def _parquet_fields(fs: pafs.FileSystem, manifest: InventoryManifest, f: InventoryFile) -> tuple[str, ...]:
+def _unreadable(manifest: InventoryManifest, f: InventoryFile, exc: BaseException) -> InventoryError:
+    return InventoryError(manifest.source_bucket, f"inventory data file s3://{manifest.file_path(f)} cannot be "
+                                                  f"read as {manifest.file_format}: {type(exc).__name__}: {exc}")
+
+
+def _file_fields(fs: pafs.FileSystem, manifest: InventoryManifest, f: InventoryFile) -> tuple[str, ...]:
     with fs.open_input_file(manifest.file_path(f)) as src:
-        return tuple(pq.ParquetFile(src).schema_arrow.names)
+        if manifest.file_format == "Parquet":
+            return tuple(pq.ParquetFile(src).schema_arrow.names)
+        import pyarrow.orc as paorc
+
+        return tuple(paorc.ORCFile(src).schema.names)
 
 
 def check_data_schemas(fs: pafs.FileSystem, manifest: InventoryManifest) -> None:
-    """Every Parquet/ORC data file has the manifest's columns (CSV is checked while it is read)."""
+    """Every Parquet/ORC data file is one, with the manifest's columns (CSV is checked while it is read)."""
+    if manifest.file_format == "CSV":
+        return
     expected = manifest.normalized_fields
     for f in manifest.files:
-        if manifest.file_format == "Parquet":
-            names = _parquet_fields(fs, manifest, f)
-        elif manifest.file_format == "ORC":
-            import pyarrow.orc as paorc
-
-            with fs.open_input_file(manifest.file_path(f)) as src:
-                names = tuple(paorc.ORCFile(src).schema.names)
-        else:
-            continue
+        try:
+            names = _file_fields(fs, manifest, f)
+        except (pa.ArrowException, OSError) as exc:  # not Parquet/ORC at all, truncated, unreachable
+            raise _unreadable(manifest, f, exc) from None
         if tuple(_norm(n) for n in names) != expected:
             raise InventoryError(manifest.source_bucket,
                                  f"inventory data file s3://{manifest.file_path(f)} has columns "
@@ -298,24 +362,36 @@ def _normalize(batch: pa.RecordBatch, manifest: InventoryManifest, f: InventoryF
 
 def iter_inventory(fs: pafs.FileSystem, manifest: InventoryManifest, batch_size: int = 262_144
                    ) -> Iterator[pa.RecordBatch]:
-    """Stream the objects of an inventory as :data:`OBJECT_SCHEMA` batches, one data file at a time."""
+    """Stream the objects of an inventory as :data:`OBJECT_SCHEMA` batches, one data file at a time.
+
+    A data file that cannot be read (not the format the manifest says, cut short, unreachable) is an
+    :class:`InventoryError` naming it.
+    """
     check_data_schemas(fs, manifest)
     wanted = [n for n in manifest.fields if _norm(n) in _FIELDS]
     for f in manifest.files:
-        path = manifest.file_path(f)
-        if manifest.file_format == "Parquet":
-            with fs.open_input_file(path) as src:
-                for batch in pq.ParquetFile(src).iter_batches(batch_size=batch_size, columns=wanted):
-                    yield _normalize(batch, manifest, f)
-        elif manifest.file_format == "ORC":
-            import pyarrow.orc as paorc
+        try:
+            yield from _iter_file(fs, manifest, f, wanted, batch_size)
+        except (pa.ArrowException, OSError) as exc:
+            raise _unreadable(manifest, f, exc) from None
 
-            with fs.open_input_file(path) as src:
-                orc = paorc.ORCFile(src)
-                for i in range(orc.nstripes):
-                    yield _normalize(orc.read_stripe(i, columns=wanted), manifest, f)
-        else:
-            yield from _iter_csv(fs, manifest, f)
+
+def _iter_file(fs: pafs.FileSystem, manifest: InventoryManifest, f: InventoryFile, wanted: list[str],
+               batch_size: int) -> Iterator[pa.RecordBatch]:
+    path = manifest.file_path(f)
+    if manifest.file_format == "Parquet":
+        with fs.open_input_file(path) as src:
+            for batch in pq.ParquetFile(src).iter_batches(batch_size=batch_size, columns=wanted):
+                yield _normalize(batch, manifest, f)
+    elif manifest.file_format == "ORC":
+        import pyarrow.orc as paorc
+
+        with fs.open_input_file(path) as src:
+            orc = paorc.ORCFile(src)
+            for i in range(orc.nstripes):
+                yield _normalize(orc.read_stripe(i, columns=wanted), manifest, f)
+    else:
+        yield from _iter_csv(fs, manifest, f)
 
 
 def _iter_csv(fs: pafs.FileSystem, manifest: InventoryManifest, f: InventoryFile) -> Iterator[pa.RecordBatch]:

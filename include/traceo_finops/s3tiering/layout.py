@@ -225,12 +225,19 @@ def parse_meta_json(bucket: str, key: str, body: bytes, expected_ulid: str) -> B
     if not isinstance(compaction, dict):
         raise MalformedBlockMeta(bucket, key, "compaction section is missing")
     level = _int(compaction, "level", bucket, key)
-    thanos = doc.get("thanos") if isinstance(doc.get("thanos"), dict) else {}
-    downsample = thanos.get("downsample") if isinstance(thanos.get("downsample"), dict) else {}
+    thanos_doc = doc.get("thanos")
+    thanos: dict[str, Any] = thanos_doc if isinstance(thanos_doc, dict) else {}
+    downsample_doc = thanos.get("downsample")
+    downsample: dict[str, Any] = downsample_doc if isinstance(downsample_doc, dict) else {}
     resolution = downsample.get("resolution", 0)
     if isinstance(resolution, bool) or not isinstance(resolution, int):
         raise MalformedBlockMeta(bucket, key, f"thanos.downsample.resolution must be an integer, got {resolution!r}")
     return BlockMeta(expected_ulid, min_t, max_t, level, resolution)
+
+
+# Mimir's pkg/storage/tsdb/bucketindex: IndexVersion1, and IndexVersion2 (adds compactor_shard_id) —
+# what current Mimir's compactor writes. The block and mark fields this reads are the same in both.
+BUCKET_INDEX_VERSIONS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -239,23 +246,46 @@ class BucketIndex:
 
     blocks: dict[str, tuple[int, int]]  # ULID -> (min_time, max_time)
     deletion_marked: frozenset[str]
+    version: int = 2
+    updated_at: int | None = None  # unix seconds
+
+
+def _entries(doc: Mapping[str, Any], name: str, bucket: str, key: str) -> list[Any]:
+    value = doc.get(name)
+    if value is None:  # Go writes an empty list as null
+        return []
+    if not isinstance(value, list):
+        raise MalformedBlockMeta(bucket, key, f"{name} must be a list, got {type(value).__name__}")
+    return value
 
 
 def parse_bucket_index(bucket: str, key: str, body: bytes) -> BucketIndex:
-    """Parse a Mimir bucket index (gzip JSON, version 1); :class:`MalformedBlockMeta` if it is not one."""
+    """Parse a Mimir bucket index (gzip JSON, version 1 or 2); :class:`MalformedBlockMeta` if it is not one."""
     try:
         doc = json.loads(gzip.decompress(body))
     except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise MalformedBlockMeta(bucket, key, f"not a gzip-compressed JSON bucket index ({exc})") from None
-    if not isinstance(doc, dict) or doc.get("version") != 1 or not isinstance(doc.get("blocks"), list):
-        raise MalformedBlockMeta(bucket, key, "not a version 1 Mimir bucket index (version and blocks expected)")
+    if not isinstance(doc, dict) or "version" not in doc:
+        raise MalformedBlockMeta(bucket, key, "not a Mimir bucket index (a JSON object with a version expected)")
+    version = doc["version"]
+    if isinstance(version, bool) or version not in BUCKET_INDEX_VERSIONS:
+        known = " and ".join(str(v) for v in BUCKET_INDEX_VERSIONS)
+        raise MalformedBlockMeta(bucket, key, f"Mimir bucket index version {version!r} is not known (known: "
+                                              f"{known}); written by a newer Mimir?")
     blocks: dict[str, tuple[int, int]] = {}
-    for entry in doc["blocks"]:
+    for entry in _entries(doc, "blocks", bucket, key):
         if not isinstance(entry, dict) or not _ULID_RE.match(str(entry.get("block_id", ""))):
             raise MalformedBlockMeta(bucket, key, f"block entry without a valid block_id: {entry!r}")
         lo, hi = entry.get("min_time"), entry.get("max_time")
-        if not isinstance(lo, int) or not isinstance(hi, int) or lo > hi:
+        if not isinstance(lo, int) or not isinstance(hi, int) or isinstance(lo, bool) or isinstance(hi, bool) \
+                or lo > hi:
             raise MalformedBlockMeta(bucket, key, f"block {entry['block_id']}: bad min_time/max_time {lo!r}/{hi!r}")
+        shard = entry.get("compactor_shard_id", "")
+        if not isinstance(shard, str):
+            raise MalformedBlockMeta(bucket, key, f"block {entry['block_id']}: compactor_shard_id must be a string, "
+                                                  f"got {shard!r}")
         blocks[entry["block_id"]] = (lo, hi)
-    marks = frozenset(str(m.get("block_id")) for m in doc.get("block_deletion_marks") or [] if isinstance(m, dict))
-    return BucketIndex(blocks, marks)
+    marks = frozenset(str(m.get("block_id")) for m in _entries(doc, "block_deletion_marks", bucket, key)
+                      if isinstance(m, dict))
+    updated = doc.get("updated_at")
+    return BucketIndex(blocks, marks, version, updated if isinstance(updated, int) else None)

@@ -13,6 +13,8 @@ of backlog objects that retention or a deletion mark removes before the class's 
 
 A ladder is refused, whatever it saves, when:
 
+- a step targets a class refused for the bucket (``INTELLIGENT_TIERING`` in an ``online`` bucket
+  whose Intelligent-Tiering configuration opts in an archive tier);
 - a step targets GLACIER or DEEP_ARCHIVE in an ``online`` bucket (never generated) or would archive
   a meta.json, marker or bucket index of 128 KB or more (the size filter could not protect it);
 - retention or a deletion mark deletes objects it would move while they are inside the class's
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,7 +97,8 @@ class Rows:
 
     @property
     def lifetime(self) -> np.ndarray:
-        return self.age + self.remaining
+        out: np.ndarray = self.age + self.remaining
+        return out
 
     def __len__(self) -> int:
         return len(self.objects)
@@ -104,7 +107,8 @@ class Rows:
     def from_table(cls, t: pa.Table) -> Rows:
         """From a table with tenant, role, storage_class, size_band, age_days, objects, bytes, remaining_days."""
         def np_(name: str) -> np.ndarray:
-            return t[name].to_numpy(zero_copy_only=False)
+            out: np.ndarray = t[name].to_numpy(zero_copy_only=False)
+            return out
 
         return cls(np_("tenant").astype(object), np_("role").astype(object), np_("storage_class").astype(object),
                    pc.equal(t["size_band"], SMALL).to_numpy(zero_copy_only=False).astype(bool),
@@ -187,13 +191,13 @@ def scopes(rows: Rows, layout: BucketLayout) -> list[tuple[str, str]]:
 
 def candidate_ladders(classes: Sequence[str], days: Sequence[int], model: CostModel) -> list[tuple[Step, ...]]:
     """Every one- and two-step ladder S3 accepts: colder each step, IA classes held their 30 days."""
-    singles = [(Step(d, c),) for c in classes for d in days if can_transition(StorageClass.STANDARD, c)]
-    doubles = []
-    for (a,), (b,) in itertools.product(singles, singles):
+    singles = [Step(d, c) for c in classes for d in days if can_transition(StorageClass.STANDARD, c)]
+    ladders: list[tuple[Step, ...]] = [(s,) for s in singles]
+    for a, b in itertools.product(singles, singles):
         if can_transition(a.storage_class, b.storage_class) and \
                 b.days - a.days >= max(1, model.prices.min_storage_days(a.storage_class)):
-            doubles.append((a, b))
-    return singles + doubles
+            ladders.append((a, b))
+    return ladders
 
 
 @dataclass
@@ -269,7 +273,10 @@ def ladder_effect(model: CostModel, rows: Rows, idx: np.ndarray, covered: np.nda
 
 
 def _refusal(steps: tuple[Step, ...], rows: Rows, idx: np.ndarray, covered: np.ndarray, model: CostModel,
-             cand: Candidate, settings: S3TieringSettings) -> str | None:
+             cand: Candidate, settings: S3TieringSettings, refused_classes: Mapping[str, str]) -> str | None:
+    for s in steps:
+        if s.storage_class in refused_classes:
+            return f"{s.storage_class} refused: {refused_classes[s.storage_class]}"
     archive_steps = [s for s in steps if StorageClass(s.storage_class) in ARCHIVE_CLASSES]
     if archive_steps:
         big_control = covered & np.isin(rows.role[idx], list(CONTROL_ROLES))
@@ -298,14 +305,15 @@ def _refusal(steps: tuple[Step, ...], rows: Rows, idx: np.ndarray, covered: np.n
 
 
 def decide_scope(model: CostModel, rows: Rows, tenant: str, prefix: str, classes: Sequence[str],
-                 settings: S3TieringSettings, layout: BucketLayout) -> ScopeDecision:
+                 settings: S3TieringSettings, layout: BucketLayout,
+                 refused_classes: Mapping[str, str] | None = None) -> ScopeDecision:
     idx = np.flatnonzero(rows.tenant == tenant) if layout is BucketLayout.MIMIR else np.arange(len(rows))
     covered = ~rows.small[idx]
     decision = ScopeDecision(tenant, prefix, rule_id_for(tenant), None)
     for steps in candidate_ladders(classes, settings.transition_days, model):
         eff = ladder_effect(model, rows, idx, covered, steps)
         cand = Candidate(steps, float(eff.current.sum()), float(eff.projected.sum()), float(eff.one_time.sum()))
-        cand.refused = _refusal(steps, rows, idx, covered, model, cand, settings)
+        cand.refused = _refusal(steps, rows, idx, covered, model, cand, settings, refused_classes or {})
         decision.candidates.append(cand)
     ok = [c for c in decision.candidates if c.refused is None]
     if ok:
@@ -315,11 +323,18 @@ def decide_scope(model: CostModel, rows: Rows, tenant: str, prefix: str, classes
 
 
 def plan_rows(rows: Rows, layout: BucketLayout, bucket: Bucket, settings: S3TieringSettings,
-              model: CostModel) -> tuple[list[ScopeDecision], dict[str, np.ndarray]]:
-    """Decide every scope; return the decisions and per-row columns under the chosen rules."""
+              model: CostModel, *, refused_classes: Mapping[str, str] | None = None
+              ) -> tuple[list[ScopeDecision], dict[str, np.ndarray]]:
+    """Decide every scope; return the decisions and per-row columns under the chosen rules.
+
+    ``refused_classes``: class -> why no ladder may use it on this bucket (e.g. INTELLIGENT_TIERING
+    when an Intelligent-Tiering configuration opts in an archive tier); such ladders are priced and
+    kept as refused candidates.
+    """
     classes = allowed_classes(bucket)
     model.require(classes)
-    decisions = [decide_scope(model, rows, t, p, classes, settings, layout) for t, p in scopes(rows, layout)]
+    decisions = [decide_scope(model, rows, t, p, classes, settings, layout, refused_classes)
+                 for t, p in scopes(rows, layout)]
     everything = np.arange(len(rows))
     current = current_costs(model, rows, everything) if len(rows) else np.zeros(0)
     out = {"current": current, "projected": current.copy(), "one_time": np.zeros(len(rows)),

@@ -11,7 +11,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pyarrow as pa
@@ -19,10 +19,12 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
 from traceo_finops.config import Bucket, BucketLayout, ConfigError, FinopsConfig, S3TieringSettings
-from traceo_finops.pricing import PriceTable, PricingError
+from traceo_finops.pricing import PriceTable, PricingError, StorageClass
 from traceo_finops.s3tiering.apply import (
     ApplyOutcome,
     BackupStore,
+    it_archive_refusal,
+    put_request,
     read_backup,
     read_lifecycle,
     rollback,
@@ -31,10 +33,18 @@ from traceo_finops.s3tiering.apply import (
 from traceo_finops.s3tiering.blocks import BlockState, read_block_states
 from traceo_finops.s3tiering.costs import CostModel
 from traceo_finops.s3tiering.dataset import DATASET_NAME
-from traceo_finops.s3tiering.errors import LifecycleValidationError, PlanError, S3TieringError, TooManyObjects
+from traceo_finops.s3tiering.errors import (
+    InventoryMissing,
+    LifecycleValidationError,
+    PlanError,
+    S3TieringError,
+    TooManyObjects,
+)
 from traceo_finops.s3tiering.inventory import (
     Aggregate,
+    InventoryManifest,
     aggregate,
+    check_files_present,
     iter_inventory,
     list_objects,
     read_manifest,
@@ -56,7 +66,8 @@ class BucketPlan:
     layout: str
     role: str
     apply_allowed: bool
-    source: str
+    source: str  # list | inventory
+    source_detail: str  # which inventory, or why the configured one was not used
     objects: int
     bytes: int
     blocks: int
@@ -96,23 +107,65 @@ def _remaining_days(bucket: Bucket, layout: BucketLayout, states: dict[tuple[str
                      "remaining_days": pa.array(remaining, pa.float64())})
 
 
+def _fmt_ms(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%MZ")
+
+
+def _fresh_inventory(bucket: Bucket, location: str, settings: S3TieringSettings, as_of: datetime,
+                     fs: pafs.FileSystem | None) -> tuple[InventoryManifest | None, str]:
+    """The bucket's configured S3 Inventory if it is there and fresh enough, else why not.
+
+    Missing (nothing at the location, no manifest yet) or older than ``inventory_max_age`` at the
+    window's end: ``(None, reason)``, and the caller lists the bucket. An inventory that is there but
+    unreadable or inconsistent is an :class:`InventoryError`: the bucket's error, not a silent listing.
+    """
+    if fs is None:
+        return None, "no filesystem was given to read it"
+    as_of_ms = int(as_of.timestamp() * 1000)
+    try:
+        path = resolve_manifest(fs, location, as_of_ms, bucket.name)
+        manifest = read_manifest(fs, path, bucket.name, check_files=False)
+    except InventoryMissing as exc:
+        return None, f"missing ({str(exc).removeprefix(f'bucket {bucket.name!r}: ')})"
+    max_age_ms = settings.inventory_max_age.total_seconds() * 1000
+    if manifest.creation_ms is None:
+        return None, f"s3://{path} says not when it was made (no creationTimestamp): its age is unknown"
+    age_ms = as_of_ms - manifest.creation_ms
+    if age_ms > max_age_ms:
+        return None, (f"stale: s3://{path} was made {_fmt_ms(manifest.creation_ms)}, {age_ms / 86_400_000:.1f} days "
+                      f"before the window's end (workflows.s3_tiering.inventory_max_age: "
+                      f"{settings.inventory_max_age.total_seconds() / 86400:g} d)")
+    check_files_present(fs, manifest)
+    return manifest, (f"S3 Inventory s3://{path} of {_fmt_ms(manifest.creation_ms)} ({len(manifest.files)} "
+                      f"{manifest.file_format} file(s))")
+
+
 def _objects(client: Any, bucket: Bucket, settings: S3TieringSettings, as_of: datetime,
-             inventory_fs: Callable[[], pafs.FileSystem] | None) -> Aggregate:
+             inventory_fs: Callable[[], pafs.FileSystem] | None) -> tuple[Aggregate, str, list[str]]:
+    """The bucket's objects folded into groups, where they came from, and warnings.
+
+    A configured, fresh S3 Inventory is read directly — no ListObjectsV2 at all; the bucket is
+    listed (up to ``list_objects_max`` objects) when it has none, or it is missing or stale.
+    """
+    not_used = ""
+    if bucket.inventory:
+        fs = inventory_fs() if inventory_fs is not None else None
+        manifest, detail = _fresh_inventory(bucket, bucket.inventory, settings, as_of, fs)
+        if manifest is not None and fs is not None:
+            log.info("bucket %s: reading %s", bucket.name, detail)
+            return aggregate(iter_inventory(fs, manifest), bucket.layout, as_of, source="inventory"), detail, []
+        not_used = f"the configured S3 Inventory ({bucket.inventory}) is not used: {detail}"
+        log.warning("bucket %s: %s; listing the bucket instead", bucket.name, not_used)
     try:
         table = list_objects(client, bucket.name, max_objects=settings.list_objects_max)
     except TooManyObjects as exc:
-        if not bucket.inventory:
-            raise PlanError(bucket.name, f"{exc}; configure buckets[].inventory (an S3 Inventory report) for "
-                                         "a bucket this big") from None
-        if inventory_fs is None:
-            raise
-        fs = inventory_fs()
-        path = resolve_manifest(fs, bucket.inventory, int(as_of.timestamp() * 1000), bucket.name)
-        manifest = read_manifest(fs, path, bucket.name)
-        log.info("bucket %s: reading S3 Inventory s3://%s (%d %s files)", bucket.name, path, len(manifest.files),
-                 manifest.file_format)
-        return aggregate(iter_inventory(fs, manifest), bucket.layout, as_of, source="inventory")
-    return aggregate([table], bucket.layout, as_of, source="list")
+        if not_used:
+            raise PlanError(bucket.name, f"{exc}, and {not_used}") from None
+        raise PlanError(bucket.name, f"{exc}; configure buckets[].inventory (an S3 Inventory report) for "
+                                     "a bucket this big") from None
+    detail = "ListObjectsV2" + (f" ({not_used})" if not_used else "")
+    warnings = [f"{not_used}; the bucket was listed"] if not_used else []
+    return aggregate([table], bucket.layout, as_of, source="list"), detail, warnings
 
 
 def plan_bucket(client: Any, bucket: Bucket, settings: S3TieringSettings, prices: PriceTable, as_of: datetime,
@@ -128,8 +181,7 @@ def plan_bucket(client: Any, bucket: Bucket, settings: S3TieringSettings, prices
     except PricingError as exc:
         raise PricingError(f"bucket {name!r}: cannot price its storage classes: {exc}") from None
     current = read_lifecycle(client, name)
-    agg = _objects(client, bucket, settings, as_of, inventory_fs)
-    warnings: list[str] = []
+    agg, source_detail, warnings = _objects(client, bucket, settings, as_of, inventory_fs)
     groups = agg.groups
     has_blocks = pc.any(pc.not_equal(groups["block"], "")).as_py() if groups.num_rows else False
     if agg.bad_ulid_count:
@@ -162,7 +214,13 @@ def plan_bucket(client: Any, bucket: Bucket, settings: S3TieringSettings, prices
     reduced = reduced.sort_by([(k, "ascending") for k in ("tenant", "role", "storage_class", "size_band", "age_days",
                                                           "remaining_days")])
     rows = Rows.from_table(reduced)
-    decisions, costs = plan_rows(rows, layout, bucket, settings, model)
+    refused: dict[str, str] = {}
+    if StorageClass.INTELLIGENT_TIERING.value in allowed_classes(bucket):
+        why = it_archive_refusal(client, bucket)
+        if why:
+            refused[StorageClass.INTELLIGENT_TIERING.value] = why
+            warnings.append(f"INTELLIGENT_TIERING is not proposed: {why}")
+    decisions, costs = plan_rows(rows, layout, bucket, settings, model, refused_classes=refused)
     finops_rules = build_rules(bucket, decisions, list(current.rules))
     merged = merge(current.rules, finops_rules)
     blocking: list[str] = []
@@ -182,6 +240,7 @@ def plan_bucket(client: Any, bucket: Bucket, settings: S3TieringSettings, prices
                         "assumes only the finops- rules act")
     return BucketPlan(
         bucket=name, layout=layout.value, role=bucket.role.value, apply_allowed=bucket.apply, source=agg.source,
+        source_detail=source_detail,
         objects=int(pc.sum(groups["objects"]).as_py() or 0), bytes=int(pc.sum(groups["bytes"]).as_py() or 0),
         blocks=len(all_blocks), rows=report_rows(rows, costs, name, settings.transition_days),
         finops_rules=finops_rules,
@@ -192,29 +251,56 @@ def plan_bucket(client: Any, bucket: Bucket, settings: S3TieringSettings, prices
         warnings=warnings, blocking=blocking)
 
 
+def _unexpected(bucket: str, step: str, exc: Exception) -> str:
+    # A bug or a failure no domain error foresaw: still this bucket's error, never the others'.
+    log.exception("bucket %s: unexpected error while %s", bucket, step)
+    return f"bucket {bucket!r}: {step} failed unexpectedly ({type(exc).__name__}: {exc})"
+
+
 def plan_or_error(cfg: FinopsConfig, bucket_name: str, as_of: datetime, prices: Callable[[], PriceTable],
                   client_for: Callable[[Bucket], Any],
                   inventory_fs: Callable[[Bucket], pafs.FileSystem] | None = None) -> dict[str, Any]:
-    """:func:`plan_bucket` as a dict; a domain error becomes ``{"bucket", "error"}`` so other buckets go on."""
+    """:func:`plan_bucket` as a dict; any failure becomes ``{"bucket", "error"}`` so other buckets go on."""
     try:
         bucket = cfg.bucket(bucket_name)
         plan = plan_bucket(client_for(bucket), bucket, cfg.workflows.s3_tiering, prices(), as_of,
                            (lambda: inventory_fs(bucket)) if inventory_fs else None)
-    except DOMAIN_ERRORS as exc:
+    except (*DOMAIN_ERRORS, LookupError) as exc:
         log.error("bucket %s: %s", bucket_name, exc)
         return {"bucket": bucket_name, "error": str(exc)}
+    except Exception as exc:
+        return {"bucket": bucket_name, "error": _unexpected(bucket_name, "planning", exc)}
     return plan.as_dict()
 
 
+def _json_default(value: Any) -> str:
+    # Rules read back from S3 can hold datetimes (Expiration.Date, Transition.Date): ISO 8601, as the CLI takes.
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)
+
+
 def write_plan_artifacts(store: Any, report_date: date, plan: dict[str, Any]) -> list[str]:
-    """``<bucket>.lifecycle.json`` (the configuration to put, as the AWS CLI takes it) and ``<bucket>.plan.json``."""
+    """``<bucket>.lifecycle.json`` and ``<bucket>.plan.json`` beside the report.
+
+    ``<bucket>.lifecycle.json`` is the request the apply would send (:func:`put_request`): the
+    whole merged configuration with ``TransitionDefaultMinimumObjectSize``, as ``aws s3api
+    put-bucket-lifecycle-configuration --cli-input-json file://…`` takes it.
+    """
     bucket = plan["bucket"]
-    lifecycle = json.dumps({"Rules": plan["proposed"]["Rules"]}, indent=1).encode()
+    request = put_request(bucket, plan["proposed"]["Rules"], plan["proposed"]["TransitionDefaultMinimumObjectSize"])
+    lifecycle = json.dumps(request, indent=1, default=_json_default).encode()
     uris = [store.write_artifact(DATASET_NAME, report_date, f"{bucket}.lifecycle.json", lifecycle)]
     detail = {k: v for k, v in plan.items() if k != "rows"}
     uris.append(store.write_artifact(DATASET_NAME, report_date, f"{bucket}.plan.json",
-                                     json.dumps(detail, indent=1, default=str).encode()))
+                                     json.dumps(detail, indent=1, default=_json_default).encode()))
     return uris
+
+
+def _backup_bucket(uri: str) -> str:
+    # Backups are named <bucket>.<stamp>.json: the bucket a rollback was about, before its backup is read.
+    name = uri.rstrip("/").rsplit("/", 1)[-1]
+    return name.rsplit(".", 2)[0] if name.count(".") >= 2 else "?"
 
 
 def apply_or_rollback(cfg: FinopsConfig, plans: Sequence[dict[str, Any]], *, apply: bool, rollback_uri: str,
@@ -222,33 +308,46 @@ def apply_or_rollback(cfg: FinopsConfig, plans: Sequence[dict[str, Any]], *, app
                       run_id: str = "") -> list[dict[str, Any]]:
     """Apply allowlisted plans (``apply``), or restore one backup (``rollback_uri``), or write nothing.
 
-    A rollback run applies nothing else. A bucket that is not allowlisted is never written.
+    A rollback run applies nothing else. A bucket that is not allowlisted is never written. Every
+    failure is that bucket's outcome (mode ``failed`` with its error), never the others'.
     """
     backups = BackupStore(store, report_date)
     if rollback_uri:
-        doc = read_backup(rollback_uri, store.fs, store.base)
-        bucket = cfg.bucket(doc["bucket"])
-        outcome = rollback(client_for(bucket), bucket, doc, backups, run_id=run_id, backup_uri=rollback_uri)
+        name = _backup_bucket(rollback_uri)
+        try:
+            doc = read_backup(rollback_uri, store.fs, store.base)
+            name = doc["bucket"]
+            bucket = cfg.bucket(name)
+            outcome = rollback(client_for(bucket), bucket, doc, backups, run_id=run_id, backup_uri=rollback_uri)
+        except (*DOMAIN_ERRORS, LookupError) as exc:
+            log.error("rollback %s: %s", rollback_uri, exc)
+            outcome = ApplyOutcome(name, "failed", error=str(exc))
+        except Exception as exc:
+            outcome = ApplyOutcome(name, "failed", error=_unexpected(name, "rolling back", exc))
         return [outcome.as_dict()]
     outcomes = []
     for plan in plans:
         if "error" in plan:
             continue
         name = plan["bucket"]
-        bucket = cfg.bucket(name)
-        if not apply or not bucket.apply:
-            mode = "dry-run" if not apply else "not-allowlisted"
-            outcomes.append(ApplyOutcome(name, mode, plan["diff"], None, plan["in_force"], plan["warnings"]).as_dict())
-            continue
-        if plan["blocking"]:
-            outcomes.append(ApplyOutcome(name, "failed", plan["diff"], None, plan["in_force"], plan["warnings"],
-                                         "; ".join(plan["blocking"])).as_dict())
-            continue
         try:
+            bucket = cfg.bucket(name)
+            if not apply or not bucket.apply:
+                mode = "dry-run" if not apply else "not-allowlisted"
+                outcomes.append(ApplyOutcome(name, mode, plan["diff"], None, plan["in_force"],
+                                             plan["warnings"]).as_dict())
+                continue
+            if plan["blocking"]:
+                outcomes.append(ApplyOutcome(name, "failed", plan["diff"], None, plan["in_force"], plan["warnings"],
+                                             "; ".join(plan["blocking"])).as_dict())
+                continue
             outcome = safe_apply(client_for(bucket), bucket, plan["finops_rules"], backups, run_id=run_id)
-        except DOMAIN_ERRORS as exc:
+        except (*DOMAIN_ERRORS, LookupError) as exc:
             log.error("bucket %s: %s", name, exc)
             outcome = ApplyOutcome(name, "failed", plan["diff"], None, plan["in_force"], plan["warnings"], str(exc))
+        except Exception as exc:
+            outcome = ApplyOutcome(name, "failed", plan["diff"], None, plan["in_force"], plan["warnings"],
+                                   _unexpected(name, "applying", exc))
         outcomes.append(outcome.as_dict())
     return outcomes
 
@@ -265,6 +364,7 @@ def report_rows_for(plans: Sequence[dict[str, Any]], outcomes: Sequence[dict[str
         for r in plan["rows"]:
             rid = r["proposed_rule_id"]
             rows.append({**r, "applied": bool(rid) and all(x in force for x in rid.split(",")),
-                         "window_start": window_start, "window_end": window_end})
+                         "source": plan.get("source", "list"), "window_start": window_start,
+                         "window_end": window_end})
     return rows
 
