@@ -1,4 +1,4 @@
-"""A stand-in for Slack incoming webhooks that records every post and can be told to fail.
+"""A stand-in for Slack (incoming webhooks and a few Web API methods) that records every request and can fail.
 
 Run as its own process: ``python -m devstack.slack_sink --port P --record FILE`` (``up()`` does it).
 
@@ -11,19 +11,43 @@ line in the record file (flushed and fsynced), also when it failed::
      "body" (parsed JSON, else text), "status", "delivered" (status == 200), "scripted" (bool),
      "retry_after" (s, 429 only)}
 
+Web API (a bot token; the client's ``base_url`` is ``<url>/api/``), the methods the digest poster
+uses, with Slack's request and response shapes (https://docs.slack.dev/reference/methods/):
+
+    auth.test              {"ok", "url", "team", "user", "team_id", "user_id", "bot_id"}
+    chat.postMessage       JSON or form; ``channel`` (an ID, or a name mapped to a stable ID), ``text``
+                           and/or ``blocks``, optional ``metadata`` {"event_type", "event_payload"} →
+                           {"ok", "channel", "ts", "message"}
+    conversations.history  ``channel`` (an ID), ``limit`` (default 100, max 999), ``oldest``/``latest``
+                           (``inclusive``), ``cursor``, ``include_all_metadata`` → {"ok", "messages"
+                           (newest first; ``metadata`` only with include_all_metadata), "has_more",
+                           "pin_count", "response_metadata": {"next_cursor"}}
+
+Like Slack, an API error is HTTP 200 with {"ok": false, "error": …}: ``not_authed`` without a
+``Bearer xox…`` token, ``invalid_auth`` for another one, ``channel_not_found``, ``no_text``,
+``invalid_metadata_format``, ``unknown_method``. Channel histories live in memory and are rebuilt
+from the record file on a restart. Records of API calls also carry "api" (the method), and
+"channel"/"message" for a posted message ("delivered" is true for it).
+
 Control endpoints (JSON):
-    POST /_control/fail {"statuses": [500, 429], "retry_after": 1}  queue answers for the next posts
+    POST /_control/fail {"statuses": [500, 429], "retry_after": 1, "echo_path": false}
+                                  queue answers for the next requests (webhook posts and API calls);
+                                  ``echo_path`` puts the request path in the error body, as some relays do
+    POST /_control/fail {"api_errors": ["invalid_auth"]}  the next API calls answer 200 {"ok": false, …}
     GET  /_control/received       the recorded list (attempts; filter on "delivered" for deliveries)
-    POST /_control/reset          clear records (and the file) and pending failures
+    POST /_control/reset          clear records (and the file), channel histories and pending failures
     GET  /_control/health         200 {"ok": true, "pending_failures": n}
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
+import hashlib
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -42,6 +66,14 @@ HIDDEN_HEADERS = {"authorization", "cookie", "proxy-authorization"}
 # Slack's own error bodies for the statuses tests usually script.
 ERROR_TEXT = {400: "invalid_payload", 403: "invalid_token", 404: "no_service", 410: "channel_is_archived",
               429: "rate_limited", 500: "rollup_error", 502: "bad_gateway", 503: "service_unavailable"}
+API_PREFIX = "/api/"
+CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{6,}")
+BOT = {"team": "devstack", "team_id": "T000", "user": "finops-bot", "user_id": "U000", "bot_id": "B000",
+       "app_id": "A000"}
+
+
+class Failure(dict[str, Any]):
+    """One scripted answer: {"status", "retry_after", "error" (an API error), "echo_path"}."""
 
 
 class SinkState:
@@ -50,12 +82,18 @@ class SinkState:
     def __init__(self, record: Path):
         self.record = record
         self.lock = threading.Lock()
-        self.failures: list[tuple[int, int | None]] = []
+        self.failures: list[Failure] = []
         self.records: list[dict[str, Any]] = []
+        self.channels: dict[str, list[dict[str, Any]]] = {}  # channel id -> messages, oldest first
+        self.last_ts = 0.0
         if record.exists():  # a restarted sink keeps serving what its file already holds
             for line in record.read_text().splitlines():
                 if line.strip():
-                    self.records.append(json.loads(line))
+                    rec = json.loads(line)
+                    self.records.append(rec)
+                    if rec.get("api") == "chat.postMessage" and rec.get("delivered") and rec.get("message"):
+                        self.channels.setdefault(rec["channel"], []).append(rec["message"])
+                        self.last_ts = max(self.last_ts, float(rec["message"]["ts"]))
         self.fh = open(record, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the server
 
     def append(self, rec: dict[str, Any]) -> None:
@@ -66,18 +104,62 @@ class SinkState:
             os.fsync(self.fh.fileno())
             self.records.append(rec)
 
-    def next_failure(self) -> tuple[int, int | None] | None:
+    def next_failure(self) -> Failure | None:
         with self.lock:
             return self.failures.pop(0) if self.failures else None
+
+    def next_ts(self) -> str:
+        """A message ts ("seconds.micros"), unique and increasing like Slack's."""
+        with self.lock:
+            self.last_ts = max(time.time(), self.last_ts + 0.000001)
+            return f"{self.last_ts:.6f}"
+
+    def add_message(self, channel: str, message: dict[str, Any]) -> None:
+        with self.lock:
+            self.channels.setdefault(channel, []).append(message)
+
+    def history(self, channel: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return list(self.channels.get(channel, []))
 
     def reset(self) -> None:
         with self.lock:
             self.records.clear()
             self.failures.clear()
+            self.channels.clear()
             self.fh.truncate(0)
             self.fh.seek(0)
             self.fh.flush()
             os.fsync(self.fh.fileno())
+
+
+def channel_id(name: str) -> str:
+    """The ID of a channel given by ID or by name (``#finops`` and ``finops`` map to one stable ID)."""
+    if CHANNEL_ID.fullmatch(name):
+        return name
+    return "C" + hashlib.sha1(name.lstrip("#").encode()).hexdigest()[:10].upper()
+
+
+def _flag(value: Any) -> bool:
+    return str(value).lower() in ("1", "true", "yes")
+
+
+def _api_params(raw: bytes, content_type: str, query: str) -> dict[str, Any]:
+    """A Web API call's arguments: query string, then a JSON or form body (form values that hold JSON decoded)."""
+    params: dict[str, Any] = {k: v[-1] for k, v in urllib.parse.parse_qs(query).items()}
+    text = raw.decode("utf-8", errors="replace")
+    if "application/json" in content_type and text.strip():
+        with contextlib.suppress(ValueError):
+            body = json.loads(text)
+            if isinstance(body, dict):
+                params.update(body)
+    elif text.strip():
+        for k, v in urllib.parse.parse_qs(text).items():
+            params[k] = v[-1]
+            if k in ("blocks", "metadata", "attachments"):
+                with contextlib.suppress(ValueError):
+                    params[k] = json.loads(v[-1])
+    return params
 
 
 def _parse_body(raw: bytes, content_type: str) -> tuple[Any, bool]:
@@ -120,7 +202,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = urllib.parse.urlsplit(self.path).path
-        if path == "/_control/received":
+        if path.startswith(API_PREFIX):
+            self._api(path[len(API_PREFIX):], b"")
+        elif path == "/_control/received":
             with self.state.lock:
                 self._json(200, list(self.state.records))
         elif path == "/_control/health":
@@ -134,13 +218,20 @@ class Handler(BaseHTTPRequestHandler):
         if path.startswith("/_control/"):
             self._control(path, raw)
             return
+        if path.startswith(API_PREFIX):
+            self._api(path[len(API_PREFIX):], raw)
+            return
         body, is_json = _parse_body(raw, self.headers.get("Content-Type", ""))
         scripted = self.state.next_failure()
         extra: dict[str, str] = {}
         retry_after = None
-        if scripted:
-            status, retry_after = scripted
+        if scripted and scripted.get("error"):
+            status, text = 400, str(scripted["error"])
+        elif scripted:
+            status, retry_after = scripted["status"], scripted.get("retry_after")
             text = ERROR_TEXT.get(status, "error")
+            if scripted.get("echo_path"):
+                text = f"{text}: {self.path}"  # what some relays and proxies answer
             if status == 429:
                 retry_after = 1 if retry_after is None else retry_after
                 extra["Retry-After"] = str(retry_after)
@@ -158,20 +249,119 @@ class Handler(BaseHTTPRequestHandler):
         self.state.append(rec)
         self._send(status, text, headers=extra)
 
+    # -- Web API ------------------------------------------------------------------------------
+    def _api(self, method: str, raw: bytes) -> None:
+        """One Web API call: recorded, then answered like Slack (errors are 200 with ok=false)."""
+        split = urllib.parse.urlsplit(self.path)
+        params = _api_params(raw, self.headers.get("Content-Type", ""), split.query)
+        auth = self.headers.get("Authorization", "")
+        token = auth[len("Bearer "):] if auth.startswith("Bearer ") else str(params.pop("token", "") or "")
+        params.pop("token", None)
+        rec: dict[str, Any] = {"ts": time.time(), "method": self.command, "path": split.path, "api": method,
+                               "headers": {k: v for k, v in self.headers.items() if k.lower() not in HIDDEN_HEADERS},
+                               "body": params, "scripted": False}
+        status, doc, extra = 200, self._api_answer(method, params, token, rec), {}
+        scripted = rec.pop("_scripted", None)
+        if scripted and not scripted.get("error"):
+            status = scripted["status"]
+            doc = {"ok": False, "error": "ratelimited" if status == 429 else ERROR_TEXT.get(status, "error")}
+            if status == 429:
+                retry_after = scripted.get("retry_after")
+                extra["Retry-After"] = str(1 if retry_after is None else retry_after)
+                rec["retry_after"] = int(extra["Retry-After"])
+        rec.update(status=status, ok=bool(doc.get("ok")), error=doc.get("error"),
+                   delivered=bool(doc.get("ok")) and method == "chat.postMessage")
+        if rec["delivered"]:
+            self.state.add_message(rec["channel"], rec["message"])
+        self.state.append(rec)
+        self._send(status, json.dumps(doc), "application/json; charset=utf-8", headers=extra)
+
+    def _api_answer(self, method: str, params: dict[str, Any], token: str, rec: dict[str, Any]) -> dict[str, Any]:
+        scripted = self.state.next_failure()
+        if scripted:
+            rec["scripted"] = True
+            if scripted.get("error"):
+                return {"ok": False, "error": scripted["error"]}
+            rec["_scripted"] = scripted
+            return {"ok": False}
+        if not token:
+            return {"ok": False, "error": "not_authed"}
+        if not token.startswith("xox"):
+            return {"ok": False, "error": "invalid_auth"}
+        if method == "auth.test":
+            return {"ok": True, "url": "https://devstack.slack.com/", **{k: BOT[k] for k in
+                                                                         ("team", "user", "team_id", "user_id",
+                                                                          "bot_id")}}
+        if method == "chat.postMessage":
+            return self._post_message(params, rec)
+        if method == "conversations.history":
+            return self._history(params)
+        return {"ok": False, "error": "unknown_method"}
+
+    def _post_message(self, params: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]:
+        name = str(params.get("channel") or "").strip()
+        if not name:
+            return {"ok": False, "error": "channel_not_found"}
+        if not any(params.get(k) for k in ("text", "blocks", "attachments")):
+            return {"ok": False, "error": "no_text"}
+        metadata = params.get("metadata")
+        if metadata is not None and not (isinstance(metadata, dict) and isinstance(metadata.get("event_type"), str)
+                                         and isinstance(metadata.get("event_payload"), dict)):
+            return {"ok": False, "error": "invalid_metadata_format"}
+        channel = channel_id(name)
+        message: dict[str, Any] = {"type": "message", "subtype": "bot_message", "text": str(params.get("text") or ""),
+                                   "ts": self.state.next_ts(), "bot_id": BOT["bot_id"], "app_id": BOT["app_id"],
+                                   "user": BOT["user_id"], "team": BOT["team_id"]}
+        if params.get("blocks"):
+            message["blocks"] = params["blocks"]
+        if metadata is not None:
+            message["metadata"] = metadata
+        rec.update(channel=channel, message=message)
+        return {"ok": True, "channel": channel, "ts": message["ts"], "message": message}
+
+    def _history(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = str(params.get("channel") or "")
+        if not CHANNEL_ID.fullmatch(channel):
+            return {"ok": False, "error": "channel_not_found"}
+        try:
+            limit = max(1, min(int(params.get("limit") or 100), 999))
+            oldest = float(params.get("oldest") or 0)
+            latest = float(params["latest"]) if params.get("latest") else float("inf")
+            start = int(base64.b64decode(str(params["cursor"])).decode().removeprefix("offset:")) \
+                if params.get("cursor") else 0
+        except (ValueError, TypeError):
+            return {"ok": False, "error": "invalid_arguments"}
+        inclusive = _flag(params.get("inclusive"))
+        with_meta = _flag(params.get("include_all_metadata"))
+        selected = [m for m in reversed(self.state.history(channel))
+                    if (oldest <= float(m["ts"]) <= latest if inclusive else oldest < float(m["ts"]) < latest)]
+        page = selected[start:start + limit]
+        more = start + limit < len(selected)
+        messages = [m if with_meta else {k: v for k, v in m.items() if k != "metadata"} for m in page]
+        return {"ok": True, "messages": messages, "has_more": more, "pin_count": 0, "channel_actions_ts": None,
+                "channel_actions_count": 0, "response_metadata": {
+                    "next_cursor": base64.b64encode(f"offset:{start + limit}".encode()).decode() if more else ""}}
+
     def _control(self, path: str, raw: bytes) -> None:
         if path == "/_control/fail":
             try:
                 doc = json.loads(raw or b"{}")
-                statuses = [int(s) for s in doc["statuses"]]
+                statuses = [int(s) for s in doc.get("statuses") or []]
+                api_errors = [str(e) for e in doc.get("api_errors") or []]
                 retry_after = doc.get("retry_after")
                 retry_after = None if retry_after is None else int(retry_after)
+                if not statuses and not api_errors:
+                    raise KeyError("statuses")
             except (ValueError, KeyError, TypeError) as exc:
-                self._json(400, {"error": f"expected {{'statuses': [int], 'retry_after': int}}: {exc}"})
+                self._json(400, {"error": "expected {'statuses': [int], 'retry_after': int, 'echo_path': bool} or "
+                                          f"{{'api_errors': [str]}}: {exc}"})
                 return
+            queued = [Failure(status=s, retry_after=retry_after, echo_path=bool(doc.get("echo_path")))
+                      for s in statuses] + [Failure(status=200, error=e) for e in api_errors]
             with self.state.lock:
-                self.state.failures.extend((s, retry_after) for s in statuses)
+                self.state.failures.extend(queued)
                 pending = len(self.state.failures)
-            self._json(200, {"queued": len(statuses), "pending_failures": pending})
+            self._json(200, {"queued": len(queued), "pending_failures": pending})
         elif path == "/_control/reset":
             self.state.reset()
             self._json(200, {"reset": True})
@@ -268,12 +458,26 @@ def received(url: str) -> list[dict[str, Any]]:
     return _call(f"{url}/_control/received")
 
 
-def script_failures(url: str, statuses: list[int], retry_after: int | None = None) -> dict[str, Any]:
-    """Make the next ``len(statuses)`` webhook posts answer these statuses, in order."""
-    doc: dict[str, Any] = {"statuses": statuses}
+def script_failures(url: str, statuses: list[int], retry_after: int | None = None,
+                    echo_path: bool = False) -> dict[str, Any]:
+    """Make the next ``len(statuses)`` requests (webhook posts, API calls) answer these statuses, in order.
+
+    ``echo_path``: the error body repeats the request path (a webhook's token), as some relays do.
+    """
+    doc: dict[str, Any] = {"statuses": statuses, "echo_path": echo_path}
     if retry_after is not None:
         doc["retry_after"] = retry_after
     return _call(f"{url}/_control/fail", "POST", doc)
+
+
+def script_api_errors(url: str, errors: list[str]) -> dict[str, Any]:
+    """Make the next ``len(errors)`` Web API calls answer 200 {"ok": false, "error": e}, in order."""
+    return _call(f"{url}/_control/fail", "POST", {"api_errors": errors})
+
+
+def api_url(url: str) -> str:
+    """The Web API base URL of the sink at ``url`` (a Slack connection's ``extra.base_url``)."""
+    return url.rstrip("/") + API_PREFIX
 
 
 def reset(url: str) -> dict[str, Any]:

@@ -35,7 +35,9 @@ log = logging.getLogger(__name__)
 
 # workflow key (``workflows.<key>`` in the configuration) -> package under traceo_finops
 _PACKAGES = {"cardinality": "cardinality", "rightsizing": "rightsizing", "s3_tiering": "s3tiering"}
-ASSET_SCHEME = "traceo-finops"
+# "x-": Airflow leaves such URIs as they are; any other scheme makes Asset() load every provider's URI
+# handlers at parse time (the amazon provider's imports boto3 into every DAG parse).
+ASSET_SCHEME = "x-traceo-finops"
 
 
 class ConnectionMissing(LookupError):
@@ -187,7 +189,7 @@ def slack_poster(conn_id: str) -> Poster:
             return response is not None and 500 <= response.status_code < 600
 
     conn = connection(conn_id)
-    secrets = [s for s in (conn.password, conn.host) if s]
+    secrets = [conn.password] if conn.password else []  # the host is no secret (and a webhook path in it is scrubbed)
     # The hooks hand their client a logger; ours carries the scrub filter (a filter on "slack_sdk"
     # would not see records of its child loggers, nor of the hook's own "airflow.task.hooks…" logger).
     client_log = install_scrubber(secrets)
@@ -209,7 +211,7 @@ def slack_poster(conn_id: str) -> Poster:
             error = scrub(str(exc), secrets) or type(exc).__name__
         if error:
             # Raised outside the except block, so no chained exception carries the unscrubbed text.
-            rejected = re.search(r"status code: 4(?!29)\d\d", error)
+            rejected = re.search(r"status code: 4(?!29)\d\d", error, re.IGNORECASE)
             raise (SlackRejected if rejected else SlackError)(
                 f"Slack connection {conn_id!r}: posting the digest failed: {error}")
 
@@ -300,8 +302,22 @@ def _interval(ctx: Mapping[str, Any]) -> tuple[Any, Any]:
     return ctx.get("data_interval_start"), ctx.get("data_interval_end") or ctx.get("logical_date")
 
 
+def register_workflow(workflow: str, package: str) -> None:
+    """Serve workflow key ``workflow`` from ``package`` (a dotted path holding a ``workflow`` module).
+
+    The library's own workflows are in ``_PACKAGES``; this is for one that lives elsewhere (the
+    example workflow of the tests, a plugin's).
+    """
+    _PACKAGES[workflow] = package
+
+
 def _workflow(workflow: str) -> ModuleType:
-    return importlib.import_module(f"traceo_finops.{_PACKAGES[workflow]}.workflow")
+    from traceo_finops.config import ConfigError
+
+    if workflow not in _PACKAGES:
+        raise ConfigError(f"unknown workflow {workflow!r} (known: {', '.join(sorted(_PACKAGES))})")
+    package = _PACKAGES[workflow]
+    return importlib.import_module(f"{package if '.' in package else 'traceo_finops.' + package}.workflow")
 
 
 def step(workflow: str, name: str, *args: Any) -> Any:

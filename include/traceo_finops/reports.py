@@ -254,12 +254,19 @@ class ReportStore:
         if self.is_s3:
             return _s3_put_if_absent(self.s3_options, path, content)
         os.makedirs(posixpath.dirname(path), exist_ok=True)
+        # Written whole beside it, then hard-linked into place (link fails if the name exists): an
+        # O_EXCL create would show a competing reader an empty file, which reads as a corrupt lock.
+        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+        with open(tmp, "wb") as out:
+            out.write(content)
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            os.link(tmp, path)
         except FileExistsError:
             return False
-        with os.fdopen(fd, "wb") as out:
-            out.write(content)
+        except OSError:  # a filesystem without hard links
+            return _create_excl(path, content)
+        finally:
+            os.unlink(tmp)
         return True
 
     def delete_file(self, path: str) -> None:
@@ -291,6 +298,16 @@ class ReportStore:
         path = posixpath.join(self.artifact_dir(dataset, report_date), filename)
         with self.fs.open_input_stream(path) as src:
             return src.read()
+
+
+def _create_excl(path: str, content: bytes) -> bool:
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as out:
+        out.write(content)
+    return True
 
 
 def _s3_put_if_absent(options: Mapping[str, Any], path: str, content: bytes) -> bool:

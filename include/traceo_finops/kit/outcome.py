@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from traceo_finops.kit.context import Target, coverage
+from traceo_finops.kit.context import RunContext, Target, coverage
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,26 @@ def failures(results: Iterable[TargetResult]) -> list[dict[str, str]]:
 def coverage_of(results: Sequence[TargetResult]) -> str:
     ok, failed = split(results)
     return coverage([r.target for r in ok], [r.target for r in failed])
+
+
+def require_work(ctx: RunContext, work: Sequence[Any], results: Sequence[TargetResult], nothing: str) -> list[Any]:
+    """``work`` (what the DAG maps over), or a clear error: an empty map is never a quiet success.
+
+    Airflow skips a task mapped over an empty list and every task after it, and marks the run
+    successful: a source that refuses every query, or a filter that matches nothing, would end
+    "green" with nothing written. When every target failed, their errors are recorded in
+    ``run_targets`` (as :func:`~traceo_finops.kit.publish.publish` does) and :class:`TargetsFailed`
+    names them; otherwise :class:`NoTargets` says ``nothing`` (what matched nothing, where).
+    """
+    if work:
+        return list(work)
+    failed = failures(results)
+    if results and not any(r.ok for r in results):
+        from traceo_finops.kit.publish import Report, publish
+
+        publish(ctx, Report(datasets=[]), results)  # records run_targets, then raises TargetsFailed
+    raise NoTargets(f"{ctx.dag_id}: {nothing}" + ("; failed: " + "; ".join(
+        f"{f['target']}: {f['error']}" for f in failed) if failed else ""))
 
 
 def verdict(written: Mapping[str, Any]) -> None:

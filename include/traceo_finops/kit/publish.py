@@ -20,6 +20,7 @@ never one that silently mixes two runs.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -46,6 +48,8 @@ COMMITS_DIR = "_commits"
 # A publish writes a few files in seconds; a lock older than this was left by a killed run.
 LOCK_STALE_AFTER = timedelta(minutes=30)
 LOCK_WAIT = timedelta(minutes=10)
+# Taking over a dead lock takes milliseconds; a takeover claim older than this was left by a killed taker.
+CLAIM_STALE_AFTER = timedelta(minutes=1)
 
 
 class PublishError(ReportError):
@@ -77,23 +81,24 @@ def publish_lock(store: ReportStore, dag_id: str, day: date, run_id: str, *, wai
                  stale_after: timedelta = LOCK_STALE_AFTER, poll: float = 0.5) -> Iterator[None]:
     """Hold the publish lock of ``dag_id`` and ``day``; wait for another run's publish to finish.
 
-    A lock left by an earlier attempt of the same run, or older than ``stale_after``, was left by
-    a killed publisher and is taken over.
+    A lock left by an earlier attempt of the same run, by a process of this host that is gone
+    (``kill -9``), or older than ``stale_after``, was left by a killed publisher and is taken over.
     """
     path = _lock_path(store, dag_id, day)
     token = uuid.uuid4().hex
     body = json.dumps({"run_id": run_id, "token": token, "host": socket.gethostname(), "pid": os.getpid(),
-                       "acquired_at": _now().isoformat()}).encode()
+                       "pid_started": _process_start(os.getpid()), "acquired_at": _now().isoformat()}).encode()
     deadline = time.monotonic() + wait.total_seconds()
     while not store.create_exclusive(path, body):
-        held = _read_json(store, path)
-        if held is None:
+        raw = store.read_file(path)
+        if raw is None:
             continue  # released between our create and our read
+        held = _parse_lock(raw)
         since = _parse_time(held.get("acquired_at"))
-        if held.get("run_id") == run_id or since is None or _now() - since > stale_after:
-            log.warning("taking over the publish lock of %s %s left by run %s at %s", dag_id, day,
-                        held.get("run_id"), held.get("acquired_at"))
-            store.delete_file(path)
+        if held.get("run_id") == run_id or since is None or _now() - since > stale_after or _holder_gone(held):
+            _take_over(store, path, raw, f"{dag_id} {day}: taking over the publish lock left by run "
+                                         f"{held.get('run_id')!r} (pid {held.get('pid')} on {held.get('host')}) "
+                                         f"at {held.get('acquired_at')}")
             continue
         if time.monotonic() > deadline:
             raise PublishError(f"{dag_id} report date {day}: run {held.get('run_id')!r} has been publishing since "
@@ -102,9 +107,76 @@ def publish_lock(store: ReportStore, dag_id: str, day: date, run_id: str, *, wai
     try:
         yield
     finally:
-        held = _read_json(store, path)
-        if held is not None and held.get("token") == token:
+        current = _read_json(store, path)
+        if current is not None and current.get("token") == token:
             store.delete_file(path)
+
+
+def _take_over(store: ReportStore, path: str, raw: bytes, why: str) -> None:
+    """Remove the lock at ``path`` if it still holds ``raw``: one taker at a time.
+
+    Two waiters that both find a dead lock must not both delete "the" lock: the second would delete
+    the first one's new lock. A claim file per dead lock (exclusive create) lets one of them in, and
+    it deletes the lock only if it is still the dead one.
+    """
+    claim = f"{path}.takeover-{hashlib.sha256(raw).hexdigest()[:16]}"
+    if not store.create_exclusive(claim, _now().isoformat().encode()):
+        # Someone else is taking it over (milliseconds); a claim older than that was left by a killed taker.
+        since = _parse_time((store.read_file(claim) or b"").decode(errors="replace"))
+        if since is None or _now() - since > CLAIM_STALE_AFTER:
+            store.delete_file(claim)
+        time.sleep(0.05)
+        return
+    try:
+        if store.read_file(path) == raw:
+            log.warning("%s", why)
+            store.delete_file(path)
+    finally:
+        store.delete_file(claim)
+
+
+def _parse_lock(raw: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _process_start(pid: int) -> str | None:
+    """When process ``pid`` started (Linux clock ticks since boot), to tell a reused pid from the holder."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+def _holder_gone(held: Mapping[str, Any]) -> bool:
+    """True when the lock's publisher ran on this host and its process is gone (killed, or a zombie).
+
+    Only a process on this host can be checked; a lock from elsewhere waits for ``stale_after``.
+    """
+    pid = held.get("pid")
+    if held.get("host") != socket.gethostname() or not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, under another user
+    started = _process_start(pid)
+    if started is None:
+        return False  # no /proc: cannot tell a zombie or a reused pid; wait for staleness
+    if held.get("pid_started") and started != held.get("pid_started"):
+        return True  # the pid now belongs to another process
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state in ("Z", "X")  # killed, not yet reaped by its parent
 
 
 def _read_json(store: ReportStore, path: str) -> dict[str, Any] | None:
@@ -166,19 +238,41 @@ def commits(store: ReportStore) -> list[dict[str, Any]]:
     return sorted(out, key=lambda m: (m.get("dag_id", ""), m.get("report_date", "")))
 
 
-def read_committed(store: ReportStore, dataset: str, day: date) -> pa.Table:
-    """The partition of ``dataset`` for ``day`` if it belongs to the committed run; else a clear error."""
-    marker = next((m for m in commits(store) if m.get("report_date") == day.isoformat()
-                   and dataset in (m.get("datasets") or {})), None)
-    if marker is None:
-        raise ReportError(f"dataset {dataset!r} has no committed report for {day} under {store.uri}")
+def _markers_of(store: ReportStore, day: date) -> list[dict[str, Any]]:
+    """The commit markers of report date ``day`` (one per DAG that committed it)."""
+    name = f"report_date={day.isoformat()}.json"
+    selector = pafs.FileSelector(store.path(COMMITS_DIR), recursive=True, allow_not_found=True)
+    paths = sorted(i.path for i in store.fs.get_file_info(selector)
+                   if i.type == pafs.FileType.File and i.base_name == name)
+    return [m for m in (_read_json(store, p) for p in paths) if m]
+
+
+def read_committed(store: ReportStore, dataset: str, day: date, dag_id: str | None = None) -> pa.Table:
+    """The partition of ``dataset`` for ``day`` if it belongs to the committed run; else a clear error.
+
+    ``dag_id`` is needed for the kit's own datasets (``run_targets``, ``quality_checks``), which
+    every DAG publishes.
+    """
+    markers = [m for m in _markers_of(store, day) if dataset in (m.get("datasets") or {})
+               and (dag_id is None or m.get("dag_id") == dag_id)]
+    if not markers:
+        raise ReportError(f"dataset {dataset!r} has no committed report for {day}"
+                          f"{f' from {dag_id}' if dag_id else ''} under {store.uri}")
+    if len(markers) > 1:
+        raise ReportError(f"dataset {dataset!r} {day} was committed by several DAGs "
+                          f"({', '.join(str(m.get('dag_id')) for m in markers)}): name the dag_id")
+    marker = markers[0]
     entry = marker["datasets"][dataset]
     table = store.read_partition(dataset, day, entry.get("partition") or None)
+    # The file's own run id too: an empty partition has no run_id values to compare.
+    file_run = (table.schema.metadata or {}).get(b"traceo.run_id", b"").decode()
     runs = set(table.column(RUN_ID_COLUMN).to_pylist()) if RUN_ID_COLUMN in table.column_names else set()
-    if runs and runs != {marker["run_id"]}:
-        raise ReportError(f"dataset {dataset!r} {day}: the partition comes from run(s) {sorted(runs)} but the last "
-                          f"committed run of {marker['dag_id']} is {marker['run_id']!r}: a publish is in progress or "
-                          "was killed; rerun that date")
+    runs |= {file_run} if file_run else set()
+    if runs != {marker["run_id"]}:
+        raise ReportError(f"dataset {dataset!r} {day} is uncommitted: the partition comes from run(s) "
+                          f"{sorted(runs) or 'unknown'} but the committed run of {marker['dag_id']} is "
+                          f"{marker['run_id']!r} (a later run is publishing, was killed, or was refused by its "
+                          "quality checks); rerun that date")
     return table
 
 

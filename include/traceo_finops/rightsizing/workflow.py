@@ -23,7 +23,14 @@ from pydantic import TypeAdapter, ValidationError
 
 from traceo_finops.config import Duration, config_path
 from traceo_finops.kit.context import RunContext, Target, source_targets
-from traceo_finops.kit.outcome import NoTargets, PermanentError, TargetResult, results_of, run_target
+from traceo_finops.kit.outcome import (
+    NoTargets,
+    PermanentError,
+    TargetResult,
+    require_work,
+    results_of,
+    run_target,
+)
 from traceo_finops.kit.publish import Report, read_committed
 from traceo_finops.rightsizing import manifests
 from traceo_finops.rightsizing import queries as q
@@ -71,7 +78,9 @@ def targets(ctx: RunContext) -> dict[str, Any]:
         raise NoTargets(f"configuration {config_path()} has no sources: nothing to size")
     plans = [run_target(t, lambda t=t: _plan_one(ctx, t), "plan") for t in found]
     batches = [b for p in plans if not p["error"] for b in p["payload"]["batches"]]
-    return {"plans": plans, "batches": batches}
+    nothing = (f"no namespace matching workflows.rightsizing.namespaces {ctx.settings.namespaces!r} has container "
+               f"series on {', '.join(t.label for t in found)}: nothing to size")
+    return {"plans": plans, "batches": require_work(ctx, batches, results_of(plans), nothing)}
 
 
 def collect(ctx: RunContext, target: Target) -> dict[str, Any]:
