@@ -176,7 +176,9 @@ def test_a_failed_quality_check_publishes_only_its_record(tmp_path: Path) -> Non
 
     after = snapshot(tmp_path)
     changed = sorted(k for k in after if before.get(k) != after[k])
-    assert changed == [f"quality_checks/dag_id={DAG}/report_date={DAY}/part-0.parquet"]
+    # The refusal record, and the marker's note of which run that record comes from.
+    assert changed == [f"_commits/{DAG}/report_date={DAY}.json",
+                       f"quality_checks/dag_id={DAG}/report_date={DAY}/part-0.parquet"]
     assert set(before) == set(after)
     record = {r["dataset"]: r for r in store.read_partition("quality_checks", DAY, {"dag_id": DAG}).to_pylist()}
     assert record["kit_series"]["success"] is False and record["kit_series"]["run_id"] == "run-2"
@@ -187,9 +189,10 @@ def test_a_failed_quality_check_publishes_only_its_record(tmp_path: Path) -> Non
     assert without_run_id(read_committed(store, "kit_series", DAY)) == series_rows("one")
     assert without_run_id(read_committed(store, "kit_blocks", DAY)) == block_rows("one")
     assert read_committed(store, "run_targets", DAY, dag_id=DAG).column("run_id").unique().to_pylist() == ["run-1"]
-    # The refusal is on record, but it is not part of the committed set.
-    with pytest.raises(ReportError, match="refused by its quality checks"):
-        read_committed(store, "quality_checks", DAY, dag_id=DAG)
+    # The refusal is on record and readable; the marker says which run refused.
+    refused = read_committed(store, "quality_checks", DAY, dag_id=DAG).to_pylist()
+    assert {r["run_id"] for r in refused} == {"run-2"} and not all(r["success"] for r in refused)
+    assert read_commit(store, DAG, DAY)["last_refused_run"]["run_id"] == "run-2"
 
 
 @pytest.mark.unit

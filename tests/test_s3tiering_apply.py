@@ -50,10 +50,10 @@ from traceo_finops.s3tiering.lifecycle import transition_rule
 from traceo_finops.s3tiering.recommend import age_band_labels
 from traceo_finops.s3tiering.workflow import (
     apply_or_rollback,
+    plan_artifacts,
     plan_bucket,
     plan_or_error,
     report_rows_for,
-    write_plan_artifacts,
 )
 
 pytestmark = pytest.mark.integration
@@ -332,8 +332,8 @@ def test_cli_lists_backups_and_rolls_back(s3, moto, prices, as_of, store, tmp_pa
     assert listed.stdout.split()[-1:] == [outcome.backup_uri]
     done = cli("rollback", "--bucket", "mimir-blocks", "--backup", outcome.backup_uri)
     assert done.returncode == 0, done.stderr
-    # Airflow's connection logging shares stdout; the CLI's own output is the JSON document at the end.
-    assert json.loads(done.stdout[done.stdout.index("{\n"):])["mode"] == "rolled-back"
+    # stdout is only the JSON document (Airflow's logging, which the connection lookup starts, goes to stderr).
+    assert json.loads(done.stdout)["mode"] == "rolled-back"
     assert lifecycle_rules(s3, "mimir-blocks") == moto["truth"]["buckets"]["mimir-blocks"]["lifecycle_rules"]
     wrong = cli("rollback", "--bucket", "thanos-blocks", "--backup", outcome.backup_uri)
     assert wrong.returncode == 1 and "is of bucket 'mimir-blocks'; refusing" in wrong.stderr
@@ -345,9 +345,9 @@ def test_the_lifecycle_artifact_is_the_request_the_apply_sends(s3, moto, prices,
     cfg = cfg_of()
     truth = moto["truth"]["buckets"]["mimir-blocks"]
     plan = plan_or_error(cfg, "mimir-blocks", as_of, lambda: prices, lambda _b: s3)
-    uri = write_plan_artifacts(store, REPORT_DATE, plan)[0]
-    assert uri.endswith("/mimir-blocks.lifecycle.json")
-    doc = json.loads(Path(uri).read_text())
+    files = plan_artifacts(plan)
+    assert sorted(files) == ["mimir-blocks.lifecycle.json", "mimir-blocks.plan.json"]
+    doc = json.loads(files["mimir-blocks.lifecycle.json"])
     # `aws s3api put-bucket-lifecycle-configuration --cli-input-json` takes the operation's input shape of
     # botocore's service model (the CLI is built on it): check the file against it with botocore's validator.
     op = s3.meta.service_model.operation_model("PutBucketLifecycleConfiguration")

@@ -278,7 +278,10 @@ def run_context(workflow: str, context: Mapping[str, Any] | None = None) -> RunC
         raise PermanentError(f"run {ctx['run_id']}: {exc}") from None
     run = RunContext(cfg=cfg, workflow=workflow, dag_id=ctx["dag"].dag_id, run_id=ctx["run_id"], window=window,
                      params=dict(ctx.get("params") or {}), try_number=int(getattr(ti, "try_number", 1) or 1),
-                     connections=connection_fields, store_factory=report_store, poster_factory=slack_poster)
+                     connections=connection_fields, store_factory=report_store, poster_factory=slack_poster,
+                     # looked up at call time, so tests can wrap them
+                     s3_client_factory=lambda conn_id: s3_client(conn_id),
+                     s3_options_factory=lambda conn_id: s3_filesystem_options(conn_id))
     # A workflow may read another window than its report window (right-sizing: 14 days of history).
     custom = getattr(_workflow(workflow), "run_window", None)
     if custom is not None:

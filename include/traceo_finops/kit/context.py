@@ -156,6 +156,9 @@ class RunContext:
     connections: ConnectionLookup | None = None
     store_factory: Callable[[FinopsConfig], ReportStore] | None = None
     poster_factory: Callable[[str], Poster] | None = None
+    # conn_id -> a boto3 S3 client; conn_id -> pyarrow S3FileSystem options (buckets, S3 Inventory).
+    s3_client_factory: Callable[[str], Any] | None = None
+    s3_options_factory: Callable[[str], dict[str, Any]] | None = None
 
     @property
     def settings(self) -> Any:
@@ -185,6 +188,16 @@ class RunContext:
         if self.poster_factory is None:
             raise RuntimeError("this run context has no Slack poster")
         return self.poster_factory(self.cfg.slack.conn_id)
+
+    def s3_client(self, conn_id: str) -> Any:
+        if self.s3_client_factory is None:
+            raise RuntimeError("this run context has no S3 client factory")
+        return self.s3_client_factory(conn_id)
+
+    def s3_options(self, conn_id: str) -> dict[str, Any]:
+        if self.s3_options_factory is None:
+            raise RuntimeError("this run context has no S3 options factory")
+        return self.s3_options_factory(conn_id)
 
     def spec(self, target: Target) -> SourceSpec:
         if self.connections is None:

@@ -268,11 +268,11 @@ def read_committed(store: ReportStore, dataset: str, day: date, dag_id: str | No
     file_run = (table.schema.metadata or {}).get(b"traceo.run_id", b"").decode()
     runs = set(table.column(RUN_ID_COLUMN).to_pylist()) if RUN_ID_COLUMN in table.column_names else set()
     runs |= {file_run} if file_run else set()
-    if runs != {marker["run_id"]}:
+    committed_run = entry.get("run_id", marker["run_id"])
+    if runs != {committed_run}:
         raise ReportError(f"dataset {dataset!r} {day} is uncommitted: the partition comes from run(s) "
                           f"{sorted(runs) or 'unknown'} but the committed run of {marker['dag_id']} is "
-                          f"{marker['run_id']!r} (a later run is publishing, was killed, or was refused by its "
-                          "quality checks); rerun that date")
+                          f"{committed_run!r} (a later run is publishing or was killed); rerun that date")
     return table
 
 
@@ -328,25 +328,25 @@ def publish(ctx: RunContext, report: Report, results: Sequence[TargetResult] = (
     with publish_lock(store, ctx.dag_id, day, ctx.run_id):
         if everything_failed:
             # Nothing to report: an empty set would replace this date's last good report. The failure
-            # itself is on record in run_targets.
-            store.write_partition(RUN_TARGETS, day, run_targets, meta, run_id=ctx.run_id, partition=kit_partition)
+            # itself is on record in run_targets (and the marker says which run each partition is from).
+            _record_only(store, ctx, RUN_TARGETS, run_targets, meta, kit_partition, "last_failed_run")
             failed = failures(results)
             raise TargetsFailed(f"every target of {ctx.dag_id} failed, nothing was published for {day}: "
                                 + "; ".join(f"{f['target']}: {f['error']}" for f in failed))
         if bad:
             # The record of the refusal is written; the datasets are not, so the last good report stays.
-            store.write_partition(QUALITY_CHECKS, day, quality_rows, meta, run_id=ctx.run_id,
-                                  partition=kit_partition)
+            _record_only(store, ctx, QUALITY_CHECKS, quality_rows, meta, kit_partition, "last_refused_run")
             raise DataQualityError("; ".join(
                 f"dataset {q.dataset!r} failed {len(q.failed)} of {q.checked} expectations: " + " | ".join(q.failed)
                 for q in bad) + " — nothing was published; the previous report of this date stays")
         _clean_staging(store)
         written: dict[str, Any] = {}
         for dataset, table in tables:
-            written[dataset.name] = store.write_partition(dataset, day, table, meta, run_id=ctx.run_id).as_dict()
+            written[dataset.name] = {**store.write_partition(dataset, day, table, meta, run_id=ctx.run_id).as_dict(),
+                                     "run_id": ctx.run_id}
         for dataset, rows in ((RUN_TARGETS, run_targets), (QUALITY_CHECKS, quality_rows)):
             entry = store.write_partition(dataset, day, rows, meta, run_id=ctx.run_id, partition=kit_partition)
-            written[dataset.name] = {**entry.as_dict(), "partition": kit_partition}
+            written[dataset.name] = {**entry.as_dict(), "partition": kit_partition, "run_id": ctx.run_id}
         artifacts = [store.write_artifact(name, day, filename, content)
                      for (name, filename), content in sorted(report.artifacts.items())]
         failed = failures(results)
@@ -358,6 +358,23 @@ def publish(ctx: RunContext, report: Report, results: Sequence[TargetResult] = (
     log.info("published %s %s (run %s): %s; coverage %s", ctx.dag_id, day, ctx.run_id,
              ", ".join(f"{n} {w['rows']} rows" for n, w in written.items()), marker["coverage"])
     return {**marker, "summary": report.summary}
+
+
+def _record_only(store: ReportStore, ctx: RunContext, dataset: Dataset, rows: Any, meta: Mapping[str, str],
+                 partition: Mapping[str, str], why: str) -> None:
+    """Write one record dataset of a run that publishes nothing else, and say so in the date's marker.
+
+    The marker keeps naming the committed run of every other dataset; its entry for ``dataset``
+    names this run, so the record is readable and the date's report stays the last good one.
+    """
+    day = ctx.report_date
+    entry = store.write_partition(dataset, day, rows, meta, run_id=ctx.run_id, partition=partition)
+    marker = read_commit(store, ctx.dag_id, day) or {
+        "dag_id": ctx.dag_id, "run_id": ctx.run_id, "report_date": day.isoformat(), "window": ctx.window.as_dict(),
+        "datasets": {}, "artifacts": [], "coverage": "nothing committed", "failed_targets": []}
+    marker["datasets"][dataset.name] = {**entry.as_dict(), "partition": dict(partition), "run_id": ctx.run_id}
+    marker[why] = {"run_id": ctx.run_id, "at": _now().isoformat()}
+    store.write_file(commit_path(store, ctx.dag_id, day), json.dumps(marker, indent=1, default=str).encode())
 
 
 def staging_leftovers(store: ReportStore) -> list[str]:

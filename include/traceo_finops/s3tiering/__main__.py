@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -50,13 +51,19 @@ def main(argv: list[str] | None = None) -> int:
     from traceo_finops.config import ConfigError, load_config
     from traceo_finops.s3tiering.errors import S3TieringError
 
+    # stdout carries only the answer (JSON, or the backup URIs): whatever else writes to it while we work
+    # (Airflow configures its logging to stdout when the connection lookup imports it) goes to stderr.
+    answer = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     try:
         cfg = load_config(args.config)
         bucket = cfg.bucket(args.bucket)
         store = _store(cfg)
         if args.command == "backups":
             for uri in list_backups(store, bucket.name):
-                print(uri)
+                print(uri, file=answer)
+            answer.flush()
             return 0
         from traceo_finops.s3tiering.apply import BackupStore, read_backup, rollback
 
@@ -73,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, S3TieringError, LookupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(outcome.as_dict(), indent=1, default=str))
+    print(json.dumps(outcome.as_dict(), indent=1, default=str), file=answer)
+    answer.flush()
     return 0
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -18,7 +18,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
-from traceo_finops.config import Bucket, BucketLayout, ConfigError, FinopsConfig, S3TieringSettings
+from traceo_finops.config import Bucket, BucketLayout, ConfigError, FinopsConfig, S3TieringSettings, config_path
+from traceo_finops.kit.context import RunContext, Target, TargetKind, bucket_targets
+from traceo_finops.kit.outcome import NoTargets, TargetResult, results_of
+from traceo_finops.kit.publish import Report, read_committed
 from traceo_finops.pricing import PriceTable, PricingError, StorageClass
 from traceo_finops.s3tiering.apply import (
     ApplyOutcome,
@@ -52,6 +55,7 @@ from traceo_finops.s3tiering.inventory import (
 )
 from traceo_finops.s3tiering.lifecycle import DEFAULT_MIN_SIZE, build_rules, canonical, diff, is_finops, merge, validate
 from traceo_finops.s3tiering.recommend import Rows, allowed_classes, plan_rows, report_rows
+from traceo_finops.slack import Digest
 
 log = logging.getLogger(__name__)
 DAY_MS = 86_400_000
@@ -280,8 +284,8 @@ def _json_default(value: Any) -> str:
     return str(value)
 
 
-def write_plan_artifacts(store: Any, report_date: date, plan: dict[str, Any]) -> list[str]:
-    """``<bucket>.lifecycle.json`` and ``<bucket>.plan.json`` beside the report.
+def plan_artifacts(plan: Mapping[str, Any]) -> dict[str, bytes]:
+    """``<bucket>.lifecycle.json`` and ``<bucket>.plan.json``, to go beside the report.
 
     ``<bucket>.lifecycle.json`` is the request the apply would send (:func:`put_request`): the
     whole merged configuration with ``TransitionDefaultMinimumObjectSize``, as ``aws s3api
@@ -289,12 +293,9 @@ def write_plan_artifacts(store: Any, report_date: date, plan: dict[str, Any]) ->
     """
     bucket = plan["bucket"]
     request = put_request(bucket, plan["proposed"]["Rules"], plan["proposed"]["TransitionDefaultMinimumObjectSize"])
-    lifecycle = json.dumps(request, indent=1, default=_json_default).encode()
-    uris = [store.write_artifact(DATASET_NAME, report_date, f"{bucket}.lifecycle.json", lifecycle)]
     detail = {k: v for k, v in plan.items() if k != "rows"}
-    uris.append(store.write_artifact(DATASET_NAME, report_date, f"{bucket}.plan.json",
-                                     json.dumps(detail, indent=1, default=_json_default).encode()))
-    return uris
+    return {f"{bucket}.lifecycle.json": json.dumps(request, indent=1, default=_json_default).encode(),
+            f"{bucket}.plan.json": json.dumps(detail, indent=1, default=_json_default).encode()}
 
 
 def _backup_bucket(uri: str) -> str:
@@ -368,3 +369,68 @@ def report_rows_for(plans: Sequence[dict[str, Any]], outcomes: Sequence[dict[str
                          "window_end": window_end})
     return rows
 
+
+
+# -- the steps the DAG calls (workflow kit) ------------------------------------------------------------
+def targets(ctx: RunContext) -> list[dict[str, Any]]:
+    """One target per configured bucket."""
+    found = bucket_targets(ctx.cfg)
+    if not found:
+        raise NoTargets(f"configuration {config_path()} lists no buckets: nothing to plan (add one under "
+                        "`buckets`, or pause finops_s3_tiering)")
+    return [t.as_dict() for t in found]
+
+
+def plan(ctx: RunContext, target: Target) -> dict[str, Any]:
+    """Read one bucket and plan its ``finops-`` rules (reads only); a failure is this bucket's recorded error."""
+    bucket = ctx.cfg.bucket(target.bucket)
+    result = plan_or_error(ctx.cfg, bucket.name, ctx.window.end, prices=lambda: ctx.prices,
+                           client_for=lambda b: ctx.s3_client(b.conn_id),
+                           inventory_fs=lambda b: pafs.S3FileSystem(**ctx.s3_options(b.conn_id)))
+    if "error" in result:
+        raise PlanError(bucket.name, result["error"].removeprefix(f"bucket {bucket.name!r}: "))
+    return result
+
+
+def apply(ctx: RunContext, plans: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Dry run, or apply to allowlisted buckets, or roll one back — as the run's params say."""
+    planned = [r.payload for r in results_of(plans) if r.ok]
+    return apply_or_rollback(ctx.cfg, planned, apply=bool(ctx.param("apply", False)),
+                             rollback_uri=str(ctx.param("rollback_backup", "")).strip(),
+                             client_for=lambda b: ctx.s3_client(b.conn_id), store=ctx.store,
+                             report_date=ctx.report_date, run_id=ctx.run_id)
+
+
+def build(ctx: RunContext, plans: Sequence[Mapping[str, Any]],
+          outcomes: Sequence[Mapping[str, Any]]) -> tuple[Report, list[TargetResult]]:
+    """The ``s3_tiering`` rows, the lifecycle and plan JSON of every planned bucket, and each bucket's outcome."""
+    from traceo_finops.s3tiering.dataset import s3_tiering_dataset
+    from traceo_finops.s3tiering.recommend import age_band_labels
+
+    results = results_of(plans)
+    planned = [r.payload for r in results if r.ok]
+    failed_apply = {o["bucket"]: o["error"] for o in outcomes if o.get("mode") == "failed" and o.get("error")}
+    results = [TargetResult(r.target, error=failed_apply[r.target.bucket]) if r.ok and r.target.bucket in failed_apply
+               else r for r in results]
+    known = {r.target.bucket for r in results}
+    results += [TargetResult(Target(TargetKind.BUCKET, bucket=name), error=error)
+                for name, error in failed_apply.items() if name not in known]  # a rollback of another bucket
+    dataset = s3_tiering_dataset(age_band_labels(ctx.settings.transition_days))
+    report = Report(datasets=[(dataset, report_rows_for(planned, outcomes, ctx.window.start, ctx.window.end))],
+                    summary={"outcomes": [dict(o) for o in outcomes]})
+    for p in planned:
+        report.artifacts.update({(DATASET_NAME, name): content for name, content in plan_artifacts(p).items()})
+    return report, results
+
+
+def digest(ctx: RunContext, written: Mapping[str, Any]) -> Digest:
+    """Per bucket: cost now and planned, 12-month saving, the rule diff, and what was written (or why not)."""
+    from traceo_finops.s3tiering.dataset import tiering_digest
+
+    day = ctx.report_date
+    rows = read_committed(ctx.store, DATASET_NAME, day).to_pylist()
+    errors = [{"bucket": f["target"].removeprefix("bucket "), "error": f["error"]}
+              for f in written.get("failed_targets") or []]
+    lifecycle = [uri for uri in written.get("artifacts") or [] if uri.endswith(".lifecycle.json")]
+    return tiering_digest(day.isoformat(), rows, written["summary"]["outcomes"], errors,
+                          written["datasets"][DATASET_NAME]["uri"], lifecycle)
