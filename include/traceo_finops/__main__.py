@@ -5,14 +5,20 @@ from __future__ import annotations
 import argparse
 import sys
 
-import pyarrow.dataset as pads
-import pyarrow.fs as pafs
+import pyarrow as pa
 
 
 def summary() -> int:
-    """Print each dataset under ``report_root``: partitions, rows, and where the files are."""
+    """Print each committed dataset under ``report_root``: partitions, rows, and where the files are.
+
+    Only committed sets are read (the commit marker names the run of every partition): a date whose
+    publish is in progress or was killed is listed as uncommitted, never read half-way.
+    """
+    from datetime import date
+
     from traceo_finops.config import load_config
-    from traceo_finops.reports import ReportStore
+    from traceo_finops.kit.publish import committed_partitions, read_committed
+    from traceo_finops.reports import ReportError, ReportStore
 
     cfg = load_config()
     if cfg.report_root_uri.startswith("s3://"):
@@ -21,21 +27,28 @@ def summary() -> int:
         store = report_store(cfg)
     else:
         store = ReportStore(cfg.report_root_uri)
-    infos = store.fs.get_file_info(pafs.FileSelector(store.base, allow_not_found=True))
-    datasets = sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory
-                      and not i.base_name.startswith(("_", ".")))
-    if not datasets:
-        print(f"no reports under {cfg.report_root_uri} yet")
+    committed = committed_partitions(store)
+    if not committed:
+        print(f"no committed reports under {cfg.report_root_uri} yet")
         return 1
     print(f"Reports under {cfg.report_root_uri}")
-    for name in datasets:
-        ds = pads.dataset(f"{store.base}/{name}", filesystem=store.fs, partitioning="hive")
-        table = ds.to_table()
-        dates = sorted({f.split("report_date=")[1].split("/")[0] for f in ds.files})
-        print(f"- {name}: {table.num_rows} rows in {len(dates)} partition(s) {', '.join(map(str, dates))}")
-        print(f"    {store.dataset_uri(name)}/report_date=*/part-0.parquet")
-        for line in _highlights(name, table):
-            print(f"    {line}")
+    for name, parts in sorted(committed.items()):
+        tables, dates, problems = [], [], []
+        for part in parts:
+            day = date.fromisoformat(str(part["report_date"]))
+            try:
+                tables.append(read_committed(store, name, day, dag_id=str(part["dag_id"])))
+                dates.append(day.isoformat())
+            except ReportError as exc:
+                problems.append(str(exc))
+        rows = sum(t.num_rows for t in tables)
+        print(f"- {name}: {rows} rows in {len(dates)} committed partition(s) {', '.join(sorted(set(dates)))}")
+        print(f"    {store.dataset_uri(name)}/…/report_date=*/part-0.parquet")
+        if tables:
+            for line in _highlights(name, pa.concat_tables(tables, promote_options="permissive")):
+                print(f"    {line}")
+        for problem in problems:
+            print(f"    not read: {problem}")
     print("Query them with DuckDB (the duckdb Python package is in .venv), e.g.:\n"
           f"  .venv/bin/python -c \"import duckdb; duckdb.sql(\\\"SELECT metric, series, suggestion, "
           f"monthly_saving_usd FROM read_parquet('{cfg.report_root_uri}/cardinality/*/*.parquet', "

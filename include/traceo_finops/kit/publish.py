@@ -390,5 +390,6 @@ def committed_partitions(store: ReportStore) -> dict[str, list[Mapping[str, Any]
     for marker in commits(store):
         for name, entry in (marker.get("datasets") or {}).items():
             out.setdefault(name, []).append({**entry, "report_date": marker["report_date"],
-                                             "run_id": marker["run_id"], "dag_id": marker["dag_id"]})
+                                             "run_id": entry.get("run_id", marker["run_id"]),
+                                             "dag_id": marker["dag_id"]})
     return out
