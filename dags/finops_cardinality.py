@@ -3,7 +3,7 @@
 
 Daily, for every Prometheus source and Mimir tenant in the configuration (one mapped task each):
 
-1. **plan** — the sources/tenants to audit (one mapped task each below);
+1. **targets** — the sources/tenants to audit (one mapped task each below);
 2. **audit** — count active series per metric and distinct values per label on the server
    (`/api/v1/status/tsdb`, chunked PromQL counts, label-value index lookups; Mimir's
    cardinality API), read who uses each metric and label (rules API / Mimir ruler, rule files,
@@ -38,7 +38,7 @@ TARGET = "{{ task.op_kwargs['target']['label'] }}"
 @dag(schedule=kit.daily(), **kit.workflow_dag("finops_cardinality", __doc__, tags=["cardinality", "mimir"]))
 def finops_cardinality() -> None:
     @task
-    def plan() -> list[dict]:
+    def targets() -> list[dict]:
         """One target per source and Mimir tenant."""
         return kit.step("cardinality", "targets")
 
@@ -67,8 +67,8 @@ def finops_cardinality() -> None:
         """Fail the run if a source/tenant failed; its error is in run_targets and the digest."""
         kit.verdict_step(written)
 
-    targets = plan()
-    written = write_reports(audit.expand(target=targets), config_audit.expand(target=targets))
+    each = targets()
+    written = write_reports(audit.expand(target=each), config_audit.expand(target=each))
     post_digest(written) >> verdict(written)
 
 
