@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -184,3 +185,16 @@ def test_backing_services_are_healthchecked_and_awaited(compose):
         assert services[name]["healthcheck"]["test"], f"{name} has no healthcheck"
         assert services[name]["restart"] == "always"
     assert services["airflow-worker"]["depends_on"]["airflow-apiserver"]["condition"] == "service_healthy"
+
+
+def test_nothing_of_the_devstack_reaches_production(common):
+    """The devstack and its demo config stay out of the containers; the shipped config names no devstack path."""
+    mounted = {(ROOT / host).resolve() for host in _mounts(common).values()}
+    devstack = (ROOT / "devstack").resolve()
+    assert all(m != devstack and devstack not in m.parents and m not in devstack.parents for m in mounted)
+    assert not (ROOT / "include" / "devstack").exists()
+    # Comments may point at the demo's config; no setting may point into the devstack.
+    import yaml
+
+    shipped = yaml.safe_load((ROOT / "include" / "config" / "finops.yaml").read_text())
+    assert "devstack" not in json.dumps(shipped)
