@@ -29,6 +29,8 @@ from traceo_finops.cardinality.collect import (
     SourceSnapshot,
     collect_mimir,
     collect_series_by_metric,
+    mimir_label_series,
+    mimir_series_count,
 )
 from traceo_finops.prometheus import PrometheusAuthError, PrometheusClient, SourceSpec
 
@@ -379,29 +381,62 @@ ACTIVE = _fixture("mimir_cardinality_active_series_job.json")["data"]
 
 
 class FakeMimir:
-    """Mimir's cardinality API over a list of label sets, with Mimir's validation and tenant auth."""
+    """Mimir's cardinality API over lists of label sets, with Mimir's validation and tenant handling.
 
-    def __init__(self, series: list[Series], tenants: tuple[str, ...] = ("anonymous",)) -> None:
+    ``series`` are active (written within the idle timeout); ``stale`` are still in the ingesters' memory
+    but no longer written. As in Mimir's ingester, ``count_method=inmemory`` counts both, ``active`` and
+    ``/active_series`` only the first; ``series_count_total`` is the tenant's total (Mimir takes it from
+    the user stats, whatever the selector). Unknown tenants get 401, or — ``open_tenants``, like a Mimir
+    with multitenancy and no auth gateway — empty answers. ``stale_by_tenant`` gives a known tenant
+    stale series only. PromQL is not served: the census must not need it.
+    """
+
+    def __init__(self, series: list[Series], tenants: tuple[str, ...] = ("anonymous",), *,
+                 stale: list[Series] | None = None, open_tenants: bool = False) -> None:
         self.series = series
+        self.stale = stale or []
         self.tenants = tenants
+        self.open_tenants = open_tenants
+        self.stale_by_tenant: dict[str, list[Series]] = {}
         self.after_root: Callable[[], None] = lambda: None
         self.server = FakeServer(self.handle)
 
+    def _pools(self, tenant: str) -> tuple[list[Series], list[Series]] | None:
+        if tenant in self.stale_by_tenant:
+            return [], self.stale_by_tenant[tenant]
+        if tenant in self.tenants:
+            return self.series, self.stale
+        return ([], []) if self.open_tenants else None
+
     def handle(self, path: str, query: dict[str, list[str]], headers: dict[str, str]) -> tuple[int, str, bytes]:
         tenant = headers.get("X-Scope-OrgID", "anonymous")
-        if tenant not in self.tenants:
+        pools = self._pools(tenant)
+        if pools is None:
             return 401, "text/plain; charset=utf-8", b"invalid tenant ID\n"
+        active, stale = pools
+        if path == "/prometheus/config/v1/rules":
+            return 404, "text/plain; charset=utf-8", b"no rule groups found\n"
+        if path == "/prometheus/api/v1/cardinality/active_series":
+            if "selector" not in query:
+                error = FIXTURES / "mimir_cardinality_active_series_no_selector_err.txt"
+                return 400, "text/plain; charset=utf-8", error.read_bytes()
+            return _json({"data": _select(active, query["selector"][0])})
+        method = query.get("count_method", ["inmemory"])[0]
+        if method not in ("inmemory", "active"):
+            return 400, "text/plain; charset=utf-8", (f"invalid 'count_method' param '{method}'. valid options are: "
+                                                       "[active,inmemory]\n").encode()
+        pool = active if method == "active" else active + stale
         limit = int(query.get("limit", ["20"])[0])
         if limit > 500:
             return 400, "text/plain; charset=utf-8", (FIXTURES / "mimir_cardinality_label_names_limit501_err.txt"
                                                        ).read_bytes()
-        chosen = _select(self.series, query["selector"][0]) if query.get("selector") else list(self.series)
+        chosen = _select(pool, query["selector"][0]) if query.get("selector") else list(pool)
         if path == "/prometheus/api/v1/cardinality/label_names":
             return _json(self.label_names(chosen, limit))
         if path == "/prometheus/api/v1/cardinality/label_values":
             if "label_names[]" not in query:
                 return 400, "text/plain; charset=utf-8", b"'label_names[]' param is required\n"
-            body = self.label_values(chosen, query["label_names[]"], limit)
+            body = self.label_values(chosen, query["label_names[]"], limit, total=len(pool))
             if query["label_names[]"] == ["__name__"] and not query.get("selector"):
                 self.after_root()
             return _json(body)
@@ -418,23 +453,25 @@ class FakeMimir:
                 "cardinality": [{"label_name": k, "label_values_count": n} for k, n in ranked[:limit]]}
 
     @staticmethod
-    def label_values(series: list[Series], names: list[str], limit: int) -> dict[str, Any]:
+    def label_values(series: list[Series], names: list[str], limit: int, total: int) -> dict[str, Any]:
         labels = []
         for name in names:
             counts = Counter(s[name] for s in series if name in s)
+            if not counts:  # Mimir lists only labels some series carries
+                continue
             ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
             labels.append({"label_name": name, "label_values_count": len(counts), "series_count": sum(counts.values()),
                            "cardinality": [{"label_value": v, "series_count": n} for v, n in ranked[:limit]]})
         labels.sort(key=lambda e: (-e["series_count"], e["label_name"]))
-        return {"series_count_total": len(series), "labels": labels}
+        return {"series_count_total": total, "labels": labels}
 
 
 @pytest.fixture
 def fake_mimir():
     fakes: list[FakeMimir] = []
 
-    def make(series: list[Series], tenants: tuple[str, ...] = ("anonymous",)) -> FakeMimir:
-        fakes.append(FakeMimir(series, tenants))
+    def make(series: list[Series], tenants: tuple[str, ...] = ("anonymous",), **kw: Any) -> FakeMimir:
+        fakes.append(FakeMimir(series, tenants, **kw))
         return fakes[-1]
 
     yield make
@@ -453,17 +490,35 @@ def _mimir_client(url: str, tenant: str | None = None) -> PrometheusClient:
     ("mimir_cardinality_label_values_job_instance.json", "label_values",
      {"label_names[]": ["job", "instance"], "limit": 20}),
     ("mimir_cardinality_label_names_limit20.json", "label_names", {"limit": 20}),
+    ("mimir_cardinality_label_values_job_active.json", "label_values",
+     {"label_names[]": ["job"], "count_method": "active"}),
+    ("mimir_cardinality_label_names_active_job_mimir.json", "label_names",
+     {"selector": '{job="mimir"}', "limit": 5, "count_method": "active"}),
+    ("mimir_cardinality_active_series_up.json", "active_series", {"selector": '{__name__="up"}'}),
 ])
 def test_fake_mimir_reproduces_the_recorded_answers(fake_mimir, fixture: str, path: str, params: dict) -> None:
     """The fake computes from the recorded active series exactly what the real Mimir answered."""
     fake = fake_mimir(ACTIVE)
+    # The raw answer, in the fake's own order (the client would re-sort label_values).
+    got = requests.get(f"{fake.server.url}/prometheus/api/v1/cardinality/{path}", params=params, timeout=10).json()
+    if path == "active_series":  # Mimir lists label sets in no particular order
+        got = {"data": sorted(got["data"], key=lambda s: sorted(s.items()))}
+        want = {"data": sorted(_fixture(fixture)["data"], key=lambda s: sorted(s.items()))}
+    else:
+        want = _fixture(fixture)
+    assert got == want
+
+
+@pytest.mark.unit
+def test_fake_mimir_lists_every_recorded_active_series(fake_mimir) -> None:
+    """The whole recorded active_series answer (3,113 label sets) is what the fake holds, and lists."""
+    fake = fake_mimir(ACTIVE, stale=[{"__name__": "gone_total", "job": "mimir"}])
     with _mimir_client(fake.server.url) as client:
-        if path == "label_values":  # the raw answer, in the fake's own order (the client would re-sort it)
-            got = requests.get(f"{fake.server.url}/prometheus/api/v1/cardinality/label_values", params=params,
-                               timeout=10).json()
-        else:
-            got = client.cardinality_label_names(limit=params["limit"])
-    assert got == _fixture(fixture)
+        listed = client.cardinality_active_series('{job=~".+"}')
+        inmemory = client.cardinality_label_values(["__name__"], count_method="inmemory", limit=0)
+        active = client.cardinality_label_values(["__name__"], count_method="active", limit=0)
+    assert sorted(map(json.dumps, listed)) == sorted(map(json.dumps, ACTIVE))
+    assert (inmemory["labels"][0]["series_count"], active["labels"][0]["series_count"]) == (3114, 3113)
 
 
 @pytest.mark.unit
@@ -548,3 +603,78 @@ def test_window_follows_lookback(fake_prom) -> None:
         collect_series_by_metric(client, "unit", AT, lookback=timedelta(minutes=1), labels=False)
     _, query, _ = fake.server.paths("/api/v1/label/__name__/values")[0]
     assert float(query["start"][0]) == AT.timestamp() - 60
+
+
+# ---- Mimir count methods, label paging, tenants ----------------------------------------------------------
+
+STALE = [{"__name__": "thanos_objstore_bucket_operations_total", "job": "mimir", "instance": "10.0.0.9:9009",
+          "operation": op, "recorder": "mimir-work", "bucket": "old"} for op in ("get", "upload", "delete")] + \
+        [{"__name__": "gone_requests_total", "pod": f"api-{i}", "team": "payments"} for i in range(4)]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("count_method", ["inmemory", "active"])
+def test_mimir_census_follows_count_method(fake_mimir, count_method: str) -> None:
+    """inmemory counts every series the ingesters hold, active only those still written: per metric, per label."""
+    fake = fake_mimir(ACTIVE, stale=STALE)
+    with _mimir_client(fake.server.url) as client:
+        snap = collect_mimir(client, "mimir", count_method=count_method, workers=2)
+    pool = ACTIVE + (STALE if count_method == "inmemory" else [])
+    assert {m.metric: m.series for m in snap.metrics} == dict(Counter(s["__name__"] for s in pool))
+    assert {m.metric: m.labels for m in snap.metrics} == expected_labels(pool)
+    assert snap.series_total == snap.head_series == len(pool)
+    assert (snap.metric("gone_requests_total") is None) == (count_method == "active")
+    assert all(q["count_method"] == [count_method] for _, q, _ in fake.server.hits)
+    assert snap.method == f"mimir_cardinality({count_method})"
+
+
+@pytest.mark.unit
+def test_mimir_label_series_pages_past_the_cap_and_counts_carriers(fake_mimir, monkeypatch) -> None:
+    """Every value of a label with more values than one page, and the series that carry it at all."""
+    import traceo_finops.cardinality.collect as collect
+
+    teams = ["a", "ab", "abc", "b", "é-team", "z"]
+    series = [{"__name__": "m", "team": t, "i": str(i)} for i, t in enumerate(teams * 2)] + [{"__name__": "m"}]
+    fake = fake_mimir(series, stale=[{"__name__": "old", "team": "gone"}])
+    monkeypatch.setattr(collect, "MIMIR_LIMIT", 2)
+    with _mimir_client(fake.server.url) as client:
+        active = mimir_label_series(client, "team", "active", workers=1)
+        inmemory = mimir_label_series(client, "team", "inmemory", workers=1)
+        nobody = mimir_label_series(client, "owner", "active", workers=1)
+        counts = (mimir_series_count(client, "active"), mimir_series_count(client, "inmemory"))
+    assert active.by_value == {t: 2 for t in teams} and active.carrying == 12 and active.total == 13
+    assert inmemory.by_value == {**{t: 2 for t in teams}, "gone": 1} and inmemory.total == 14
+    assert (nobody.by_value, nobody.carrying, nobody.total) == ({}, 0, 13)
+    assert counts == (13, 14)
+    assert len([h for h in fake.server.hits if "selector" in h[1]]) > 2  # it did page
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("tenant", ["équipe-données", "日本", "team a", "a|b", "..", "x" * 151])
+def test_mimir_refuses_an_invalid_connection_tenant_before_any_request(fake_mimir, tenant: str) -> None:
+    """A tenant from the connection's extra (the config file never sees it) is checked by Mimir's rule."""
+    fake = fake_mimir(ACTIVE, open_tenants=True)
+    with _mimir_client(fake.server.url, tenant) as client, pytest.raises(ValueError) as err:
+        collect_series_by_metric(client, "mimir", AT, tenant)
+    assert repr(tenant) in str(err.value) and "a-z A-Z 0-9" in str(err.value) and "150" in str(err.value)
+    assert fake.server.hits == []
+
+
+@pytest.mark.unit
+def test_mimir_tenant_header_carries_every_allowed_character(fake_mimir) -> None:
+    """Every character Mimir allows in a tenant ID reaches it unchanged in X-Scope-OrgID."""
+    tenant = "Team_0-9.prod!*'(x)"
+    fake = fake_mimir(ACTIVE, tenants=(tenant,))
+    with _mimir_client(fake.server.url, tenant) as client:
+        snap = collect_mimir(client, "mimir", tenant, labels=False)
+    assert snap.series_total == 3113
+    assert {h[2]["X-Scope-OrgID"] for h in fake.server.hits} == {tenant}
+
+
+@pytest.mark.unit
+def test_mimir_tenant_without_series_is_an_empty_snapshot_not_an_error(fake_mimir) -> None:
+    fake = fake_mimir(ACTIVE, open_tenants=True)
+    with _mimir_client(fake.server.url, "team-typo") as client:
+        snap = collect_mimir(client, "mimir", "team-typo")
+    assert (snap.metrics, snap.series_total, snap.head_series) == ([], 0, 0)
+    assert len(fake.server.hits) == 1  # one label_values answer says it all: no label_names per metric

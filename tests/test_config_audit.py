@@ -14,6 +14,8 @@ import yaml
 
 from traceo_finops.cardinality.config_audit import (
     CHECK_HA,
+    CHECK_IDS,
+    CHECK_NO_SERIES,
     CHECK_RETENTION,
     CHECK_SCRAPE,
     CHECK_WAL,
@@ -28,6 +30,7 @@ from traceo_finops.cardinality.config_audit import (
     parse_duration,
     parse_size,
     show_duration,
+    tenant_without_series,
 )
 from traceo_finops.pricing import DEFAULT_PRICING_DIR, HOURS_PER_MONTH, load_price_table
 from traceo_finops.quality import DataQualityError, check
@@ -349,3 +352,22 @@ def test_devstack_style_yaml_text_is_read(prices: AuditPrices) -> None:
     text = yaml.safe_dump(_config(("a", "15s"), remote_write=[PUSH]))
     assert _ids(audit_config("p", "", RECORDED_FLAGS, text, prices)) == [(CHECK_RETENTION,
                                                                           "flag storage.tsdb.retention.time")]
+
+
+def test_tenant_without_series_finding_fits_the_dataset() -> None:
+    """A Mimir tenant whose census is empty: one high finding naming it, no saving, a valid dataset row."""
+    typo = tenant_without_series("prod-mimir", "team-aa", "inmemory")
+    paused = tenant_without_series("prod-mimir", "", "active", inmemory_series=1234)
+    gone = tenant_without_series("prod-mimir", "old", "active", inmemory_series=0)
+    assert CHECK_NO_SERIES in CHECK_IDS and typo.check_id == CHECK_NO_SERIES and typo.severity == "high"
+    assert typo.recommendation.startswith("no series: misspelled tenant?") and "'team-aa'" in typo.recommendation
+    assert typo.subject == "tenant team-aa" and "count_method=inmemory" in typo.evidence
+    assert "in-memory" not in typo.evidence and typo.monthly_saving_usd == 0
+    assert paused.subject == "tenant anonymous" and "1,234 in-memory series" in paused.evidence
+    assert "none in memory either" in gone.evidence
+    start, end = datetime(2026, 11, 27, tzinfo=UTC), datetime(2026, 11, 28, tzinfo=UTC)
+    rows = config_finding_rows([typo, paused, gone], start, end)
+    assert check(CONFIG_FINDINGS.name, CONFIG_FINDINGS.table(rows), CONFIG_FINDINGS.expectations).success
+    with pytest.raises(DataQualityError, match="check_id"):
+        check(CONFIG_FINDINGS.name, CONFIG_FINDINGS.table([{**rows[0], "check_id": "tenant_typo"}]),
+              CONFIG_FINDINGS.expectations)

@@ -13,7 +13,7 @@ from datetime import timedelta
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -68,6 +68,30 @@ class _Strict(BaseModel):
 
 
 
+# Mimir's tenant ID rule (dskit tenant.ValidTenantID; docs "About tenant IDs"): these ASCII characters only,
+# at most 150 bytes, and not "." or "..". So a valid tenant always fits the X-Scope-OrgID header as is.
+MIMIR_TENANT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!-_.*'()")
+MIMIR_TENANT_MAX_BYTES = 150
+MIMIR_TENANT_RULE = ("Mimir tenant IDs may only use a-z A-Z 0-9 and ! - _ . * ' ( ), at most "
+                     f"{MIMIR_TENANT_MAX_BYTES} characters, and may not be '.' or '..'")
+
+
+def mimir_tenant_problem(tenant: str) -> str | None:
+    """Why ``tenant`` is not a valid Mimir tenant ID (naming it and the rule), or None when it is."""
+    bad = sorted({ch for ch in tenant if ch not in MIMIR_TENANT_CHARS}, key=tenant.index)
+    if not tenant:
+        problem = "is empty"
+    elif bad:
+        problem = "contains " + ", ".join(repr(ch) for ch in bad)
+    elif len(tenant) > MIMIR_TENANT_MAX_BYTES:
+        problem = f"is {len(tenant)} characters long"
+    elif tenant in (".", ".."):
+        problem = "is reserved"
+    else:
+        return None
+    return f"tenant {tenant!r} {problem}: {MIMIR_TENANT_RULE}"
+
+
 class Source(_Strict):
     """One Prometheus server or Mimir cluster, reached through an Airflow connection."""
 
@@ -75,11 +99,24 @@ class Source(_Strict):
     conn_id: str = "prometheus_default"
     flavor: Flavor = Flavor.PROMETHEUS
     tenants: list[str] = Field(default_factory=list)
+    # Which series Mimir's cardinality API counts (docs/cardinality.md): every series in the ingesters'
+    # memory, or only those written within -ingester.active-series-metrics-idle-timeout.
+    count_method: Literal["inmemory", "active"] = "inmemory"
+
+    @field_validator("tenants")
+    @classmethod
+    def _valid_tenants(cls, tenants: list[str]) -> list[str]:
+        problems = [p for p in map(mimir_tenant_problem, tenants) if p]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return tenants
 
     @model_validator(mode="after")
     def _tenants_only_for_mimir(self) -> Source:
         if self.tenants and self.flavor is not Flavor.MIMIR:
             raise ValueError("tenants are only meaningful for flavor 'mimir'")
+        if "count_method" in self.model_fields_set and self.flavor is not Flavor.MIMIR:
+            raise ValueError("count_method is only meaningful for flavor 'mimir' (Mimir's cardinality API)")
         return self
 
 

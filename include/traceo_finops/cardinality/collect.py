@@ -32,10 +32,13 @@ Grafana Mimir (``spec.flavor == "mimir"``; the tenant is the client's ``X-Scope-
     2. per metric: /api/v1/cardinality/label_names?selector={__name__="m"}&limit=500
        every label of the metric with its distinct value count
 
-Both use ``count_method`` (``inmemory``: series in the ingesters; ``active``: series that received a
-sample within ``-ingester.active-series-metrics-idle-timeout``). Mimir's API has no time parameter: its
-counts are "now". ``/api/v1/cardinality/active_series`` is not used: it returns every label set, while
-label_names already gives the per-label counts.
+Both use the source's ``count_method`` (Mimir's ``pkg/ingester``: ``inmemory`` counts the postings of
+the ingesters' TSDB head — every series in memory, including ones no longer written until head
+compaction drops them; ``active`` filters the same postings through the active-series tracker — a
+sample within ``-ingester.active-series-metrics-idle-timeout``). Mimir's API has no time parameter:
+its counts are "now". The showback (:func:`mimir_label_series` of the owner label) and the series
+left after a merge (``workflow.MimirSeriesCounter``) come from the same API, never from PromQL, whose
+``count`` sees another set (a sample in the 5 m lookback): docs/cardinality.md, "Mimir".
 
 A metric that vanishes between two calls is kept with what was learned about it (``complete=False``
 and its name in ``SourceSnapshot.vanished``); one that appears after the count is left out.
@@ -45,11 +48,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from traceo_finops.config import mimir_tenant_problem
 from traceo_finops.prometheus import (
     LOOKBACK_DELTA,
     PrometheusClient,
@@ -293,7 +297,7 @@ def _label_counts(runner: QueryRunner, series: Mapping[str, int], window: Window
         if value_counts.get(label, 0) > len(metrics):
             jobs += [("metric", label, m) for m in metrics]
             continue
-        values = runner.call(lambda c, lb=label: c.label_values(lb, None, *window))
+        values = runner.call(_values_of(label, None, window))
         if len(values) == 1:
             for m in metrics:
                 by_metric[m][label] = 1
@@ -320,15 +324,24 @@ def _label_counts(runner: QueryRunner, series: Mapping[str, int], window: Window
             vanished.add(item)
     # Metrics no label list mentioned: label-less, or new since the lists were read, or gone.
     for m in sorted(set(series) - {m for ms in carried.values() for m in ms}):
-        names = runner.call(lambda c, m=m: c.labels(selector(m), *window))
+        names = runner.call(_labels_of(selector(m), window))
         if not names:
             vanished.add(m)
             continue
         for label in names:
             if label != "__name__" and _classic_label(label):
-                values = runner.call(lambda c, m=m, lb=label: c.label_values(lb, selector(m), *window))
+                values = runner.call(_values_of(label, selector(m), window))
                 by_metric[m][label] = len(values)
     return vanished
+
+
+def _values_of(label: str, match: str | None, window: Window) -> Callable[[PrometheusClient], list[str]]:
+    """One label-values request, as a runner call (a closure binds the loop's current values)."""
+    return lambda c: c.label_values(label, match, *window)
+
+
+def _labels_of(match: str | None, window: Window) -> Callable[[PrometheusClient], list[str]]:
+    return lambda c: c.labels(match, *window)
 
 
 # ---- Mimir ------------------------------------------------------------------------------------------
@@ -336,13 +349,18 @@ def _label_counts(runner: QueryRunner, series: Mapping[str, int], window: Window
 
 def collect_mimir(client: PrometheusClient, source: str, tenant: str = "", *, at: datetime | None = None,
                   labels: bool = True, count_method: str = "inmemory", workers: int = WORKERS) -> SourceSnapshot:
-    """Series per metric and labels of one Mimir tenant through the cardinality API (see module docstring)."""
-    if count_method not in COUNT_METHODS:
-        raise ValueError(f"count_method must be one of {COUNT_METHODS}, got {count_method!r}")
+    """Series per metric and labels of one Mimir tenant through the cardinality API (see module docstring).
+
+    A tenant that is not a valid Mimir tenant ID is refused before any request (``ValueError`` naming
+    it and the rule). A tenant without series yields an empty snapshot: telling a misspelled tenant
+    from a quiet one is the caller's finding, not an error here.
+    """
+    check_mimir_call(client, count_method)
     started = time.monotonic()
     at = _utc(at or datetime.now(tz=UTC))
     with QueryRunner(client.spec, concurrency=workers) as runner:
-        total, series = _mimir_series(runner, count_method)
+        names = _mimir_label_series(runner, "__name__", count_method)
+        series = names.by_value
         by_metric: dict[str, dict[str, int]] = {m: {} for m in series}
         vanished: set[str] = set()
         capped: set[str] = set()
@@ -362,7 +380,7 @@ def collect_mimir(client: PrometheusClient, source: str, tenant: str = "", *, at
                                 len(listed))
                     capped.add(metric)
                 by_metric[metric] = found
-    snap = _snapshot(source, tenant, total, series, by_metric, vanished, flavor="mimir", at=at, partial=capped,
+    snap = _snapshot(source, tenant, names.total, series, by_metric, vanished, flavor="mimir", at=at, partial=capped,
                      method=f"mimir_cardinality({count_method})", head=None, top={}, queries=runner.stats.queries,
                      seconds=time.monotonic() - started)
     log.info("source %s tenant %s: %d %s series in %d metrics (%d vanished) with %d requests in %.1f s", source,
@@ -371,41 +389,83 @@ def collect_mimir(client: PrometheusClient, source: str, tenant: str = "", *, at
     return snap
 
 
-def _mimir_series(runner: QueryRunner, count_method: str) -> tuple[int, dict[str, int]]:
-    """(series_count_total, series per metric) from ``label_values`` of ``__name__``, paged by prefix."""
+def check_mimir_call(client: PrometheusClient, count_method: str) -> None:
+    """Refuse, before any request, an unknown ``count_method`` or a tenant Mimir would reject.
+
+    The tenant may come from the connection's ``tenant`` extra, which the configuration file never
+    sees; a non-ASCII one would otherwise fail deep inside the HTTP library (headers are latin-1).
+    """
+    if count_method not in COUNT_METHODS:
+        raise ValueError(f"count_method must be one of {COUNT_METHODS}, got {count_method!r}")
+    tenant = client.spec.tenant
+    problem = mimir_tenant_problem(tenant) if tenant is not None else None
+    if problem:
+        raise ValueError(f"source {client.spec.name!r}: {problem}")
+
+
+@dataclass(frozen=True)
+class LabelSeries:
+    """Series per value of one label, from Mimir's ``label_values`` (one ``count_method``)."""
+
+    label: str
+    total: int  # series_count_total: the tenant's series (Mimir takes it from the ingesters' user stats)
+    carrying: int  # series that carry the label: Mimir sums every value before applying `limit`
+    by_value: dict[str, int]
+
+
+def mimir_label_series(client: PrometheusClient, label: str, count_method: str = "inmemory",
+                       workers: int = WORKERS) -> LabelSeries:
+    """Series per value of ``label`` in one Mimir tenant, every value (paged past the 500 cap)."""
+    check_mimir_call(client, count_method)
+    with QueryRunner(client.spec, concurrency=workers) as runner:
+        return _mimir_label_series(runner, label, count_method)
+
+
+def mimir_series_count(client: PrometheusClient, count_method: str = "inmemory") -> int:
+    """How many series one Mimir tenant holds by ``count_method``: one request, no value listed."""
+    check_mimir_call(client, count_method)
+    body = client.cardinality_label_values(["__name__"], count_method=count_method, limit=0)
+    entry = next((e for e in body["labels"] if e.get("label_name") == "__name__"), None)
+    return int(entry["series_count"]) if entry else 0
+
+
+def _mimir_label_series(runner: QueryRunner, label: str, count_method: str) -> LabelSeries:
+    """``label_values`` of ``label``: the root answer, then, beyond 500 values, pages of value-prefix
+    selectors ``{label=~"<prefix>[<range>].*"}`` split until each page has at most 500 values."""
     counts: dict[str, int] = {}
-    total = 0
 
-    def page(regex: str | None) -> tuple[int, int, dict[str, int]]:
-        sel = None if regex is None else f"{{__name__=~{quote(regex)}}}"
-        body = runner.call(lambda c: c.cardinality_label_values(["__name__"], selector=sel, count_method=count_method,
+    def page(regex: str | None) -> tuple[int, int, int, dict[str, int]]:
+        sel = None if regex is None else f"{{{label}=~{quote(regex)}}}"
+        body = runner.call(lambda c: c.cardinality_label_values([label], selector=sel, count_method=count_method,
                                                                limit=MIMIR_LIMIT))
-        entry = next((e for e in body["labels"] if e.get("label_name") == "__name__"), None)
-        if entry is None:
-            return int(body["series_count_total"]), 0, {}
+        entry = next((e for e in body["labels"] if e.get("label_name") == label), None)
+        if entry is None:  # no series carries the label (Mimir lists only labels with series)
+            return int(body["series_count_total"]), 0, 0, {}
         found = {e["label_value"]: int(e["series_count"]) for e in entry.get("cardinality") or []}
-        return int(body["series_count_total"]), int(entry.get("label_values_count", len(found))), found
+        return (int(body["series_count_total"]), int(entry.get("series_count", sum(found.values()))),
+                int(entry.get("label_values_count", len(found))), found)
 
-    total, n_names, found = page(None)
+    total, carrying, n_values, found = page(None)
     counts.update(found)
-    if n_names > len(found):  # more metrics than one page holds: walk name prefixes
+    if n_values > len(found):  # more values than one page holds: walk value prefixes
         stack: list[tuple[str, int, int, bool]] = [("", 0, _MAX_CODEPOINT, False)]
         while stack:
             prefix, lo, hi, exact = stack.pop()
-            _, n, found = page(_prefix_regex(prefix, lo, hi, exact))
+            _, _, n, found = page(_prefix_regex(prefix, lo, hi, exact))
             if n <= len(found):
                 counts.update(found)
             elif lo < hi:
-                mid = 0x7F if lo <= 0x7F < hi else (lo + hi) // 2  # ASCII first: metric names mostly are
+                mid = 0x7F if lo <= 0x7F < hi else (lo + hi) // 2  # ASCII first: names and values mostly are
                 stack += [(prefix, mid + 1, hi, False), (prefix, lo, mid, exact)]
             else:
                 if exact:
-                    _, _, one = page(re2_escape(prefix))
+                    _, _, _, one = page(re2_escape(prefix))
                     counts.update(one)
                 stack.append((prefix + chr(lo), 0, _MAX_CODEPOINT, True))
-        if len(counts) < n_names:
-            log.warning("Mimir paging found %d of %d metric names (names changed meanwhile?)", len(counts), n_names)
-    return total, counts
+        if len(counts) < n_values:
+            log.warning("Mimir paging found %d of %d values of %s (values changed meanwhile?)", len(counts),
+                        n_values, label)
+    return LabelSeries(label, total, carrying, counts)
 
 
 def _prefix_regex(prefix: str, lo: int, hi: int, exact: bool) -> str:

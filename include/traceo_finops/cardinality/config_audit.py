@@ -15,6 +15,13 @@ Checks (``check_id``), each finding with the flag/config value as evidence and a
   to Mimir, without what Mimir's HA tracker deduplicates on by default: a ``__replica__`` label plus a
   ``cluster`` label. Both replicas' series are then stored (and billed) twice.
 
+- ``tenant_without_series`` (Mimir, from the census rather than flags): Mimir's cardinality API counts
+  no series at all for a configured tenant. Mimir accepts any valid tenant ID and answers an unknown one
+  with empty counts, so a misspelled tenant looks exactly like a healthy empty one: the finding names
+  the tenant and says "no series: misspelled tenant?" instead of letting the run pass as an empty
+  success. With ``count_method: active`` it also says how many series the ingesters still hold in
+  memory (writes stopped, or a tenant that only receives rule results now and then).
+
 What one server's config and flags cannot show, and is not claimed: a tenant's own HA-tracker label
 names (``ha_replica_label``/``ha_cluster_label``) or whether the tracker is on; two servers scraping
 the same job without any replica label; Thanos deduplication (query time or compactor); queries from
@@ -76,7 +83,8 @@ CHECK_WAL = "wal_compression_off"
 CHECK_RETENTION = "local_retention_beyond_need"
 CHECK_SCRAPE = "scrape_interval_below_min"
 CHECK_HA = "ha_pair_without_dedup"
-CHECK_IDS = (CHECK_WAL, CHECK_RETENTION, CHECK_SCRAPE, CHECK_HA)
+CHECK_NO_SERIES = "tenant_without_series"
+CHECK_IDS = (CHECK_WAL, CHECK_RETENTION, CHECK_SCRAPE, CHECK_HA, CHECK_NO_SERIES)
 SEVERITIES = ("low", "medium", "high")
 
 MIN_SCRAPE_INTERVAL = timedelta(seconds=15)
@@ -192,11 +200,11 @@ def longest_lookback(expression: str, lookback_delta: timedelta = LOOKBACK_DELTA
 def _reach(node: Any, delta: timedelta) -> timedelta:
     zero = timedelta(0)
     if isinstance(node, promql_parser.MatrixSelector):
-        return max(zero, node.vector_selector.offset or zero) + node.range
+        return max(zero, node.vector_selector.offset or zero) + (node.range or zero)
     if isinstance(node, promql_parser.VectorSelector):
         return max(zero, node.offset or zero) + delta
     if isinstance(node, promql_parser.SubqueryExpr):
-        return max(zero, node.offset or zero) + node.range + _reach(node.expr, delta)
+        return max(zero, node.offset or zero) + (node.range or zero) + _reach(node.expr, delta)
     children: list[Any] = []
     if isinstance(node, promql_parser.BinaryExpr):
         children = [node.lhs, node.rhs]
@@ -448,6 +456,24 @@ def _ha(ctx: _Context) -> list[ConfigFinding]:
         saving, model)]
 
 
+def tenant_without_series(source: str, tenant: str, count_method: str,
+                          inmemory_series: int | None = None) -> ConfigFinding:
+    """The finding for a Mimir tenant whose census counted no series (``tenant`` "" = the connection's own)."""
+    who = tenant or "anonymous"
+    evidence = (f"Mimir's cardinality API (label_values of __name__, count_method={count_method}) counts 0 series "
+                f"for tenant {who!r} of source {source!r}")
+    if count_method == "active" and inmemory_series:
+        evidence += (f"; the ingesters still hold {inmemory_series:,} in-memory series for it, none written within "
+                     "-ingester.active-series-metrics-idle-timeout (writes stopped?)")
+    elif count_method == "active" and inmemory_series == 0:
+        evidence += "; none in memory either"
+    recommendation = (f"no series: misspelled tenant? Compare {who!r} with the X-Scope-OrgID your remote_write "
+                      "senders use (Mimir accepts any valid tenant ID and answers an unknown one with empty counts), "
+                      "then fix or remove it in sources[].tenants; nothing of this tenant was audited.")
+    return ConfigFinding(source, tenant, CHECK_NO_SERIES, "high", f"tenant {who}", evidence, recommendation, 0.0,
+                         "not a saving: no series are stored under this tenant")
+
+
 # ---- from a live server -------------------------------------------------------------------------------
 
 SERIES_BY_JOB = "sum by (job) (scrape_samples_post_metric_relabeling)"
@@ -499,7 +525,8 @@ def audit_config_rows(client: PrometheusClient, source: str, tenant: str, at: da
 CONFIG_FINDINGS = Dataset(
     name="config_findings",
     version=1,
-    description="Prometheus configuration findings per source/tenant, with evidence and an estimated saving.",
+    description="Configuration findings per source/tenant (Prometheus flags and config, Mimir tenants without "
+                "series), with evidence and an estimated saving.",
     schema=pa.schema([
         pa.field("source", pa.string(), nullable=False),
         pa.field("tenant", pa.string(), nullable=False),

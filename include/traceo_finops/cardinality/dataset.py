@@ -8,6 +8,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from traceo_finops.cardinality.config_audit import CHECK_NO_SERIES
 from traceo_finops.cardinality.recommend import Classification, Suggestion
 from traceo_finops.quality import between, not_null, one_of, unique_together
 from traceo_finops.reports import Dataset
@@ -115,8 +116,15 @@ UNATTRIBUTED = "unattributed"
 
 
 def cardinality_digest(rows: Sequence[Mapping[str, Any]], showback: Sequence[Mapping[str, Any]],
-                       report_uri: str, report_date: str, top_n: int, errors: int) -> Digest:
-    """Totals, the biggest safe savings, and the top owners."""
+                       report_uri: str, report_date: str, top_n: int, errors: int,
+                       findings: Sequence[Mapping[str, Any]] = ()) -> Digest:
+    """Totals, the biggest safe savings, the top owners, and every tenant that has no series at all.
+
+    ``findings`` are ``config_findings`` rows; a ``tenant_without_series`` one is said first in the
+    summary, so an audit that found nothing because a tenant is misspelled never reads as a clean run.
+    """
+    silent = sorted({f"{f['source']}/{f['tenant'] or 'anonymous'}" for f in findings
+                     if f.get("check_id") == CHECK_NO_SERIES})
     total_series = sum(int(r["series"]) for r in rows)
     cost = sum(float(r["monthly_cost_usd"]) for r in rows)
     saving = sum(float(r["monthly_saving_usd"]) for r in rows)
@@ -128,13 +136,16 @@ def cardinality_digest(rows: Sequence[Mapping[str, Any]], showback: Sequence[Map
     reduction = 1 - after / total_series if total_series else 0.0
     return Digest(
         title=f"Cardinality audit {report_date}",
-        summary=(f"*{total_series:,}* active series in *{len(rows):,}* metrics cost about *${cost:,.2f}/month*. "
+        summary=((f"*No series at all* for {', '.join(silent)}: misspelled tenant? (see config_findings) "
+                  if silent else "") +
+                 f"*{total_series:,}* active series in *{len(rows):,}* metrics cost about *${cost:,.2f}/month*. "
                  f"Safe changes cut *{total_series - after:,}* series ({reduction:.0%}), "
                  f"saving *${saving:,.2f}/month* without changing any rule, alert, dashboard or logged query."),
         facts={"Unused metrics": str(by_kind["unused"]), "Partially used": str(by_kind["partially_used"]),
                "Used": str(by_kind["used"]), "Monthly saving": f"${saving:,.2f}",
                "Top owners": ", ".join(f"{o['owner']} {int(o['series']):,}" for o in owners) or "n/a",
-               "Unreadable expressions": str(errors)},
+               "Unreadable expressions": str(errors),
+               **({"Tenants without series": ", ".join(silent)} if silent else {})},
         table_header=("metric", "series", "suggestion", "after", "$/month saved"),
         table_rows=[(r["metric"], f"{int(r['series']):,}", r["suggestion"], f"{int(r['series_after']):,}",
                      f"{float(r['monthly_saving_usd']):,.2f}") for r in top],

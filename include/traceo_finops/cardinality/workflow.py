@@ -28,7 +28,7 @@ from traceo_finops.config import PROJECT_ROOT, config_path
 from traceo_finops.kit.context import RunContext, Target, source_targets
 from traceo_finops.kit.outcome import NoTargets, TargetResult, results_of
 from traceo_finops.kit.publish import Report, read_committed
-from traceo_finops.prometheus import PrometheusClient, quote, sample_int
+from traceo_finops.prometheus import PrometheusClient, quote, sample_int, selector
 from traceo_finops.slack import Digest
 from traceo_finops.usage import UsageIndex
 
@@ -87,6 +87,55 @@ class ServerCounter:
         result = self.client.query(f"{CENSUS_MARK}count(count by ({by}) ({{__name__={quote(metric)}}}))",
                                    time=self.at)
         return sample_int(result[0]) if result else 0
+
+
+class MimirSeriesCounter:
+    """Series left after merging away labels, for one Mimir tenant, in the census's own terms.
+
+    Mimir has no instant to pin a PromQL count to, and PromQL's ``count`` sees another set of series
+    than the cardinality API (docs/cardinality.md, "Mimir"). So the metric's series are listed with
+    ``/api/v1/cardinality/active_series`` (the ingesters' head postings through the active-series
+    tracker: the census's ``active`` set exactly, deduplicated across replicas by the distributor) and
+    projected onto ``kept``: ``removed`` = listed - distinct projections are the series the merge folds
+    into others. The answer is the census count minus ``removed``: exact with ``active``; with
+    ``inmemory`` a lower bound of the saving, since series no longer written cannot collide at ingestion
+    (relabeling them creates no duplicate samples) and are left as they are. Whether series merge at all
+    is decided on the listing alone, so churn between the census and the listing never turns a merge
+    into a ``drop_labels``.
+    """
+
+    def __init__(self, client: PrometheusClient, census: Mapping[str, int]) -> None:
+        self.client, self.census = client, census
+
+    def __call__(self, metric: str, kept: tuple[str, ...]) -> int:
+        listed = self.client.cardinality_active_series(selector(metric))
+        merged = len({tuple(s.get(k, "") for k in kept) for s in listed})
+        removed = len(listed) - merged
+        series = self.census.get(metric, len(listed))
+        if removed <= 0:
+            return series
+        # Below the census, and never below what the listing itself keeps.
+        return max(series - removed, min(merged, series - 1))
+
+
+def mimir_owner_counts(client: PrometheusClient, owner_label: str, count_method: str,
+                       series_total: int) -> dict[str, int]:
+    """Series per value of ``owner_label`` from Mimir's cardinality API, by the census's ``count_method``.
+
+    ``unattributed`` is the census total minus the series that carry the label, so the showback adds up
+    to the census total to the series.
+    """
+    from traceo_finops.cardinality.collect import mimir_label_series
+
+    owners = mimir_label_series(client, owner_label, count_method)
+    out = {k: v for k, v in owners.by_value.items() if v > 0}
+    rest = series_total - sum(out.values())
+    if rest > 0:
+        out[UNATTRIBUTED] = out.get(UNATTRIBUTED, 0) + rest
+    elif rest < 0:  # series came between the census and this request
+        log.info("showback of %s: %d more series carry %s than the census counted (churn)", client.spec.name,
+                 -rest, owner_label)
+    return out
 
 
 def owner_counts(client: PrometheusClient, owner_label: str, at: datetime) -> dict[str, int]:
@@ -185,28 +234,45 @@ def relabel_verdicts(client: PrometheusClient, verdicts: Sequence[Verdict], at: 
 
 
 def audit_source(client: PrometheusClient, source: str, tenant: str, start: datetime, end: datetime,
-                 settings: Any, usd_per_1k_series_month: float, root: Path) -> dict[str, Any]:
+                 settings: Any, usd_per_1k_series_month: float, root: Path,
+                 count_method: str = "inmemory") -> dict[str, Any]:
     """The whole audit of one source/tenant for the window ``[start, end)``: JSON-safe rows and relabel YAML.
 
-    ``settings`` is the configuration's ``workflows.cardinality``. Series are counted at ``end``.
+    ``settings`` is the configuration's ``workflows.cardinality``. Prometheus series are counted at
+    ``end`` with PromQL; Mimir's "now" by its cardinality API and ``count_method`` — census, showback and
+    ``series_after`` alike. A Mimir tenant without any series yields a ``tenant_without_series`` finding
+    (``findings``) instead of an empty report that would read as a clean audit.
     """
-    from traceo_finops.cardinality.collect import collect_series_by_metric
+    from traceo_finops.cardinality.collect import check_mimir_call, collect_series_by_metric, mimir_series_count
+    from traceo_finops.cardinality.config_audit import config_finding_rows, tenant_without_series
     from traceo_finops.cardinality.relabel import mimir_overrides_yaml, prometheus_yaml
 
+    mimir = client.spec.flavor == "mimir"
+    if mimir:
+        check_mimir_call(client, count_method)
     window = {"window_start": start, "window_end": end}
-    snapshot = collect_series_by_metric(client, source, end, tenant, metric_chunk_size=settings.metric_chunk_size)
+    snapshot = collect_series_by_metric(client, source, end, tenant, count_method=count_method,
+                                        metric_chunk_size=settings.metric_chunk_size)
+    findings: list[dict[str, Any]] = []
+    if mimir and not snapshot.metrics:
+        inmemory = mimir_series_count(client, "inmemory") if count_method == "active" else None
+        log.warning("source %s tenant %s: Mimir counts no %s series: misspelled tenant?", source,
+                    tenant or "(connection's)", count_method)
+        findings = config_finding_rows([tenant_without_series(source, tenant, count_method, inmemory)], start, end)
     inputs = UsageInputs(rule_files=settings.rule_files, dashboards=settings.dashboards,
                          query_log=settings.query_log, mimir_query_stats=settings.mimir_query_stats,
                          rules_api=settings.rules_api)
     index = build_usage_index(client, inputs, start, end, root, tenant)
     protected = protected_labels(settings.protected_labels, settings.allow_target_labels,
                                  None if client.spec.flavor == "mimir" else client.config_yaml)
-    rows, verdicts = audit_rows(source, tenant, snapshot.metrics, index,
-                                ServerCounter(client, end), usd_per_1k_series_month, window,
+    counter: CountAfter = MimirSeriesCounter(client, {m.metric: m.series for m in snapshot.metrics}) if mimir \
+        else ServerCounter(client, end)
+    rows, verdicts = audit_rows(source, tenant, snapshot.metrics, index, counter, usd_per_1k_series_month, window,
                                 protected=protected)
-    rows.showback = showback_rows(source, tenant, settings.owner_label,
-                                  owner_counts(client, settings.owner_label, end), usd_per_1k_series_month, window)
-    if client.spec.flavor == "mimir":
+    owners = mimir_owner_counts(client, settings.owner_label, count_method, snapshot.series_total) if mimir \
+        else owner_counts(client, settings.owner_label, end)
+    rows.showback = showback_rows(source, tenant, settings.owner_label, owners, usd_per_1k_series_month, window)
+    if mimir:
         actionable = [v for v in verdicts if v.suggestion is not Suggestion.KEEP]
         relabel = {"mimir_overrides.yaml": mimir_overrides_yaml({tenant or "anonymous": actionable})}
     else:
@@ -214,7 +280,7 @@ def audit_source(client: PrometheusClient, source: str, tenant: str, start: date
     log.info("source %s%s: %d metrics, %d series, %d usage errors", source, f"/{tenant}" if tenant else "",
              len(snapshot.metrics), snapshot.series_total, len(rows.errors))
     return {**rows.as_dict(), "relabel": relabel, "source": source, "tenant": tenant,
-            "series_total": snapshot.series_total}
+            "series_total": snapshot.series_total, "findings": findings}
 
 
 # -- the steps the DAG calls (workflow kit) ------------------------------------------------------------
@@ -228,9 +294,10 @@ def targets(ctx: RunContext) -> list[dict[str, Any]]:
 
 def audit(ctx: RunContext, target: Target) -> dict[str, Any]:
     """Census, usage, verdicts and showback of one source/tenant; series are counted at the window's end."""
+    count_method = ctx.cfg.source(target.source).count_method
     with PrometheusClient(ctx.spec(target)) as client:
         return audit_source(client, target.source, target.tenant, ctx.window.start, ctx.window.end, ctx.settings,
-                            ctx.prices.series_month_per_1k("self_hosted"), PROJECT_ROOT)
+                            ctx.prices.series_month_per_1k("self_hosted"), PROJECT_ROOT, count_method)
 
 
 def config_audit(ctx: RunContext, target: Target) -> list[dict[str, Any]]:
@@ -255,7 +322,8 @@ def build(ctx: RunContext, audits: Sequence[dict[str, Any]],
         (CARDINALITY_LABELS, [row for a in done for row in a["labels"]]),
         (SHOWBACK, [row for a in done for row in a["showback"]]),
         (USAGE_ERRORS, [row for a in done for row in a["errors"]]),
-        (CONFIG_FINDINGS, [row for r in results_of(findings) if r.ok for row in r.payload]),
+        (CONFIG_FINDINGS, [row for r in results_of(findings) if r.ok for row in r.payload]
+                          + [row for a in done for row in a.get("findings", [])]),
     ])
     for a in done:
         prefix = "-".join(p for p in (a["source"], a["tenant"]) if p)
@@ -265,7 +333,8 @@ def build(ctx: RunContext, audits: Sequence[dict[str, Any]],
 
 
 def digest(ctx: RunContext, written: Mapping[str, Any]) -> Digest:
-    """Totals, the biggest safe savings and the top owners, from the committed report."""
+    """Totals, the biggest safe savings, the top owners and tenants without series, from the committed report."""
+    from traceo_finops.cardinality.config_audit import CONFIG_FINDINGS
     from traceo_finops.cardinality.dataset import CARDINALITY, SHOWBACK, USAGE_ERRORS, cardinality_digest
 
     day = ctx.report_date
@@ -273,4 +342,5 @@ def digest(ctx: RunContext, written: Mapping[str, Any]) -> Digest:
                               read_committed(ctx.store, SHOWBACK.name, day).to_pylist(),
                               written["datasets"][CARDINALITY.name]["uri"], day.isoformat(),
                               ctx.settings.top_n_in_digest,
-                              read_committed(ctx.store, USAGE_ERRORS.name, day).num_rows)
+                              read_committed(ctx.store, USAGE_ERRORS.name, day).num_rows,
+                              read_committed(ctx.store, CONFIG_FINDINGS.name, day).to_pylist())
