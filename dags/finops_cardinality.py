@@ -6,9 +6,9 @@ Daily, for every Prometheus source and Mimir tenant in the configuration (one ma
 1. **targets** — the sources/tenants to audit (one mapped task each below);
 2. **audit** — count active series per metric and distinct values per label on the server
    (`/api/v1/status/tsdb`, chunked PromQL counts, label-value index lookups; Mimir's
-   cardinality API), read who uses each metric and label (rules API / Mimir ruler, rule files,
-   Grafana dashboards, the query log of the run's window — all parsed with a real PromQL
-   parser), classify every metric as used / partially used / unused, and suggest only changes
+   cardinality API with the source's `count_method`, `inmemory` or `active`), read who uses
+   each metric and label (rules API / Mimir ruler, rule files, Grafana dashboards, the query
+   log of the run's window — all parsed with a real PromQL parser), classify every metric as used / partially used / unused, and suggest only changes
    that leave every rule, alert, dashboard and logged query result as it is — with the series
    left after each change counted by the server;
 3. **config_audit** — flags and loaded config: WAL compression, retention, scrape intervals,

@@ -29,7 +29,8 @@ attaches to targets (``relabel_configs`` ``target_label``, ``static_configs`` la
 — unless the configuration allows them (``allow_target_labels``). Blanking ``instance`` on a metric
 that has one target today makes the series of a second replica collide tomorrow.
 
-``series_after`` always comes from the server (``count(count by (kept) (metric))``), never a guess.
+``series_after`` always comes from the server, never a guess: ``count(count by (kept) (metric))`` on Prometheus,
+the cardinality API's ``active_series`` listing with the source's ``count_method`` on Mimir (docs/cardinality.md).
 """
 
 from __future__ import annotations
