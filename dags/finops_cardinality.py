@@ -9,8 +9,9 @@ Daily, for every Prometheus source and Mimir tenant in the configuration (one ma
    cardinality API with the source's `count_method`, `inmemory` or `active`), read who uses
    each metric and label (rules API / Mimir ruler, rule files, Grafana dashboards, the query
    log of the run's window — all parsed with a real PromQL parser), classify every metric as
-   used / partially used / unused, and suggest only changes that leave every rule, alert, dashboard and logged query result as it is — with the series
-   left after each change counted by the server;
+   used / partially used / unused, and suggest only changes that leave every rule, alert,
+   dashboard and logged query result as it is — with the series left after each change
+   counted by the server;
 3. **config_audit** — flags and loaded config: WAL compression, retention, scrape intervals,
    HA pairs without deduplication, each finding with its estimated saving;
 4. **write_reports** — price everything, check each dataset with Great Expectations and publish
