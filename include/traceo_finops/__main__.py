@@ -56,7 +56,7 @@ def summary() -> int:
     return 0
 
 
-def _highlights(name: str, table) -> list[str]:  # type: ignore[no-untyped-def]
+def _highlights(name: str, table: pa.Table) -> list[str]:
     """One line of totals: series for cardinality, and every dollar column summed."""
     if not table.num_rows:
         return []

@@ -19,19 +19,31 @@ import re
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict, TypeVar
 
 from airflow.sdk import Asset, BaseHook, CronDataIntervalTimetable, Param, get_current_context
 from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
 
+from traceo_finops.shapes import Json, JsonObject, S3Client
+
 if TYPE_CHECKING:
+    from airflow.sdk import Connection, Context
+    from slack_sdk.http_retry.handler import RetryHandler
+    from slack_sdk.http_retry.request import HttpRequest
+    from slack_sdk.http_retry.response import HttpResponse
+    from slack_sdk.http_retry.state import RetryState
+
     from traceo_finops.config import FinopsConfig
     from traceo_finops.kit.context import ConnectionFields, RunContext
+    from traceo_finops.kit.outcome import TargetResultDict
+    from traceo_finops.kit.publish import Written
     from traceo_finops.prometheus import SourceSpec
     from traceo_finops.reports import ReportStore
     from traceo_finops.slack import Poster
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # workflow key (``workflows.<key>`` in the configuration) -> package under traceo_finops
 _PACKAGES = {"cardinality": "cardinality", "rightsizing": "rightsizing", "s3_tiering": "s3tiering"}
@@ -45,7 +57,21 @@ class ConnectionMissing(LookupError):
 
 
 # -- the DAG header ----------------------------------------------------------------------------------------
-DEFAULT_ARGS: dict[str, Any] = {"owner": "traceo-finops", "retries": 2, "retry_delay": timedelta(minutes=2)}
+DEFAULT_ARGS: dict[str, str | int | timedelta] = {"owner": "traceo-finops", "retries": 2,
+                                                  "retry_delay": timedelta(minutes=2)}
+
+
+class DagArgs(TypedDict):
+    """The ``@dag`` keyword arguments every workflow shares (:func:`workflow_dag`)."""
+
+    dag_id: str
+    start_date: datetime
+    catchup: bool
+    max_active_runs: int
+    default_args: dict[str, str | int | timedelta]
+    tags: list[str]
+    doc_md: str | None
+    params: dict[str, Param]
 
 
 def daily() -> CronDataIntervalTimetable:
@@ -64,7 +90,7 @@ def weekly() -> CronDataIntervalTimetable:
 
 
 def workflow_dag(dag_id: str, doc: str | None, *, tags: list[str],
-                 params: Mapping[str, Param] | None = None) -> dict[str, Any]:
+                 params: Mapping[str, Param] | None = None) -> DagArgs:
     """The ``@dag`` arguments every workflow shares (the schedule is written in each DAG file)."""
     return {
         "dag_id": dag_id,
@@ -91,7 +117,7 @@ _SECRET_EXTRA_KEYS = ("password", "token", "secret", "authorization", "api_key",
                       "aws_session_token")
 
 
-def connection(conn_id: str) -> Any:
+def connection(conn_id: str) -> Connection:
     """The Airflow connection ``conn_id`` (env var, metadata DB or secrets backend), its secrets masked in logs."""
     from airflow.sdk.log import mask_secret
 
@@ -120,15 +146,15 @@ def connection_fields(conn_id: str) -> ConnectionFields:
 def prometheus_spec(conn_id: str, source_name: str, tenant: str | None = None,
                     flavor: str | None = None) -> SourceSpec:
     """A Prometheus/Mimir source spec from its ``http`` connection; ``tenant``/``flavor`` override the extra's."""
-    from traceo_finops.config import Flavor
     from traceo_finops.kit.context import Target, TargetKind
+    from traceo_finops.prometheus.spec import Flavor
 
     target = Target(TargetKind.TENANT if tenant else TargetKind.SOURCE, source_name, tenant or "", conn_id=conn_id,
                     flavor=Flavor(flavor or connection_fields(conn_id).extra.get("flavor", "prometheus")))
     return target.spec(connection_fields)
 
 
-def s3_filesystem_options(conn_id: str) -> dict[str, Any]:
+def s3_filesystem_options(conn_id: str) -> dict[str, str | None]:
     """pyarrow S3FileSystem options from an ``aws`` connection (keys, region, endpoint_url)."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
     from airflow.sdk.log import mask_secret
@@ -139,7 +165,7 @@ def s3_filesystem_options(conn_id: str) -> dict[str, Any]:
     for secret in (creds.secret_key, creds.token):
         if secret:
             mask_secret(secret)
-    options: dict[str, Any] = {"access_key": creds.access_key, "secret_key": creds.secret_key,
+    options: dict[str, str | None] = {"access_key": creds.access_key, "secret_key": creds.secret_key,
                                "session_token": creds.token}
     if hook.conn_region_name:
         options["region"] = hook.conn_region_name
@@ -185,7 +211,8 @@ def slack_poster(conn_id: str) -> Poster:
 
     class AnyServerErrorRetryHandler(ServerErrorRetryHandler):
         # slack_sdk's handler retries only 500 and 503; a proxy in front of a webhook also says 502/504.
-        def _can_retry(self, *, state, request, response=None, error=None) -> bool:  # type: ignore[no-untyped-def]
+        def _can_retry(self, *, state: RetryState, request: HttpRequest, response: HttpResponse | None = None,
+                       error: Exception | None = None) -> bool:
             return response is not None and 500 <= response.status_code < 600
 
     conn = connection(conn_id)
@@ -193,8 +220,9 @@ def slack_poster(conn_id: str) -> Poster:
     # The hooks hand their client a logger; ours carries the scrub filter (a filter on "slack_sdk"
     # would not see records of its child loggers, nor of the hook's own "airflow.task.hooks…" logger).
     client_log = install_scrubber(secrets)
-    retry_handlers = [RateLimitErrorRetryHandler(max_retry_count=5), AnyServerErrorRetryHandler(max_retry_count=4),
-                      ConnectionErrorRetryHandler(max_retry_count=3)]
+    retry_handlers: list[RetryHandler] = [RateLimitErrorRetryHandler(max_retry_count=5),
+                                          AnyServerErrorRetryHandler(max_retry_count=4),
+                                          ConnectionErrorRetryHandler(max_retry_count=3)]
     if conn.conn_type == "slack":
         return _slack_bot_poster(conn, retry_handlers, client_log, secrets)
 
@@ -203,7 +231,7 @@ def slack_poster(conn_id: str) -> Poster:
     hook = SlackWebhookHook(slack_webhook_conn_id=conn_id, timeout=30, retry_handlers=retry_handlers,
                             logger=client_log)
 
-    def post(text: str, blocks: list[dict[str, Any]]) -> None:
+    def post(text: str, blocks: list[JsonObject]) -> None:  # Block Kit blocks
         error = ""
         try:
             hook.send(text=text, blocks=blocks)
@@ -218,7 +246,7 @@ def slack_poster(conn_id: str) -> Poster:
     return post
 
 
-def _slack_bot_poster(conn: Any, retry_handlers: list[Any], client_log: logging.Logger,
+def _slack_bot_poster(conn: Connection, retry_handlers: list[RetryHandler], client_log: logging.Logger,
                       secrets: list[str]) -> Poster:
     """A :class:`~traceo_finops.slack.ChannelPoster` on the slack provider's ``SlackHook`` client."""
     from airflow.providers.slack.hooks.slack import SlackHook
@@ -235,7 +263,7 @@ def _slack_bot_poster(conn: Any, retry_handlers: list[Any], client_log: logging.
     return ChannelPoster(hook.client, channel, conn.conn_id, secrets)
 
 
-def s3_client(conn_id: str) -> Any:
+def s3_client(conn_id: str) -> S3Client:
     """A boto3 S3 client from an ``aws`` connection (keys, region, extra ``endpoint_url``), via S3Hook."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
@@ -254,7 +282,7 @@ def _permanent_errors() -> tuple[type[BaseException], ...]:
     return (ConfigError, ConnectionMissing, PermanentError, PricingError, PrometheusAuthError, DataQualityError)
 
 
-def _fail_fast(call: Callable[[], Any]) -> Any:
+def _fail_fast(call: Callable[[], T]) -> T:
     """Run ``call``; an error that no retry can fix fails the task at once (no retries, ~4 minutes saved)."""
     try:
         return call()
@@ -262,7 +290,7 @@ def _fail_fast(call: Callable[[], Any]) -> Any:
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
 
 
-def run_context(workflow: str, context: Mapping[str, Any] | None = None) -> RunContext:
+def run_context(workflow: str, context: Context | None = None) -> RunContext:
     """The running task's :class:`RunContext` for ``workflow`` (a key under ``workflows`` in the config)."""
     from traceo_finops.config import load_config
     from traceo_finops.kit.context import RunContext, lookback_of
@@ -289,7 +317,7 @@ def run_context(workflow: str, context: Mapping[str, Any] | None = None) -> RunC
     return run
 
 
-def _interval(ctx: Mapping[str, Any]) -> tuple[Any, Any]:
+def _interval(ctx: Context) -> tuple[datetime | None, datetime | None]:
     """The run's data interval; a manual or asset-triggered run reports on its lookback up to its logical date.
 
     Scheduled runs and backfills have the real interval of the data-interval timetable. A manual run
@@ -323,12 +351,12 @@ def _workflow(workflow: str) -> ModuleType:
     return importlib.import_module(f"{package if '.' in package else 'traceo_finops.' + package}.workflow")
 
 
-def step(workflow: str, name: str, *args: Any) -> Any:
+def step(workflow: str, name: str, *args: Json) -> Json:
     """Call ``traceo_finops.<workflow>.workflow.<name>(ctx, *args)`` with this task's run context."""
     return _fail_fast(lambda: getattr(_workflow(workflow), name)(run_context(workflow), *args))
 
 
-def target_step(workflow: str, name: str, target: Mapping[str, Any], *args: Any) -> dict[str, Any]:
+def target_step(workflow: str, name: str, target: Mapping[str, Json], *args: Json) -> TargetResultDict:
     """One target's step under the failure policy: a failure is that target's recorded error, the run goes on."""
     from traceo_finops.kit.context import Target
     from traceo_finops.kit.outcome import run_target
@@ -339,11 +367,11 @@ def target_step(workflow: str, name: str, target: Mapping[str, Any], *args: Any)
     return run_target(tgt, lambda: fn(ctx, tgt, *args), name)
 
 
-def publish_step(workflow: str, *inputs: Any) -> dict[str, Any]:
+def publish_step(workflow: str, *inputs: Json) -> Written:
     """Build the workflow's report from its targets' results and publish it as one committed set."""
     from traceo_finops.kit.publish import publish
 
-    def run() -> dict[str, Any]:
+    def run() -> Written:
         ctx = run_context(workflow)
         report, results = _workflow(workflow).build(ctx, *inputs)
         written = publish(ctx, report, results)
@@ -353,7 +381,7 @@ def publish_step(workflow: str, *inputs: Any) -> dict[str, Any]:
     return _fail_fast(run)
 
 
-def _record_asset_events(written: Mapping[str, Any]) -> None:
+def _record_asset_events(written: Written) -> None:
     """Attach where each dataset went to its Asset event (shown in the Assets view)."""
     try:
         events = get_current_context()["outlet_events"]
@@ -368,14 +396,14 @@ def _record_asset_events(written: Mapping[str, Any]) -> None:
             continue  # not declared as an outlet of this task
 
 
-def digest_step(workflow: str, written: Mapping[str, Any]) -> bool:
+def digest_step(workflow: str, written: Written) -> bool:
     """The workflow's Slack digest, once per run, with its coverage and failed targets."""
     from traceo_finops.kit.digest import post_digest
 
     return bool(_fail_fast(lambda: post_digest(run_context(workflow), written, _workflow(workflow).digest)))
 
 
-def verdict_step(written: Mapping[str, Any]) -> None:
+def verdict_step(written: Written) -> None:
     """Fail the run, without retries, when a target failed (its report and digest are already out)."""
     from traceo_finops.kit.outcome import verdict
 

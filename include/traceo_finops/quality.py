@@ -94,10 +94,12 @@ def check(dataset: str, table: pa.Table, expectations: Sequence[Expect], raise_o
     failed = []
     for res in result.results:  # GX does not keep the suite's order
         if not res.success:
-            cfg = res.expectation_config
-            kwargs = {k: v for k, v in cfg.kwargs.items() if k != "batch_id" and v is not None}
+            cfg = res.expectation_config  # always set on a validation result; None only in GX's typing
+            kind = cfg.type if cfg is not None else "unknown expectation"
+            kwargs = {k: v for k, v in (cfg.kwargs if cfg is not None else {}).items()
+                      if k != "batch_id" and v is not None}
             observed = res.result.get("partial_unexpected_list") or res.result.get("observed_value")
-            failed.append(f"{cfg.type}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) "
+            failed.append(f"{kind}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) "
                           f"failed (e.g. {observed!r})")
     failed.sort()
     outcome = QualityResult(dataset, table.num_rows, len(expectations), failed)

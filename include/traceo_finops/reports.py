@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import TypeAlias, TypedDict
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -35,6 +35,11 @@ PART_FILE = "part-0.parquet"
 STAGING_DIR = "_staging"
 ARTIFACTS_DIR = "_artifacts"
 RUN_ID_COLUMN = "run_id"  # added to every row at write time: which run a row comes from
+
+# What a dataset is built from: rows (one mapping of column -> value each) or an Arrow table.
+TableRows: TypeAlias = Iterable[Mapping[str, object]] | pa.Table
+# Keyword arguments of pyarrow.fs.S3FileSystem (access_key, secret_key, region, endpoint_override, …).
+S3Options: TypeAlias = Mapping[str, object]
 
 
 class ReportError(RuntimeError):
@@ -52,7 +57,7 @@ class Dataset:
     # Checked by Great Expectations (traceo_finops.quality.check) before a partition is written.
     expectations: tuple[Expect, ...] = field(default=())
 
-    def table(self, rows: Iterable[Mapping[str, Any]] | pa.Table) -> pa.Table:
+    def table(self, rows: TableRows) -> pa.Table:
         """Rows (dicts) or a table, checked against and cast to the dataset's schema."""
         if isinstance(rows, pa.Table):
             table = rows
@@ -76,6 +81,16 @@ class Dataset:
             raise ReportError(f"dataset {self.name!r}: cannot cast to schema v{self.version}: {exc}") from None
 
 
+class PartitionDict(TypedDict):
+    """Where a partition went (:meth:`WrittenPartition.as_dict`)."""
+
+    dataset: str
+    report_date: str
+    uri: str
+    rows: int
+    bytes: int
+
+
 @dataclass(frozen=True)
 class WrittenPartition:
     dataset: str
@@ -84,7 +99,7 @@ class WrittenPartition:
     rows: int
     bytes: int
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> PartitionDict:
         return {"dataset": self.dataset, "report_date": self.report_date, "uri": self.uri,
                 "rows": self.rows, "bytes": self.bytes}
 
@@ -93,7 +108,7 @@ class ReportStore:
     """Writes and reads report partitions under one root, local or on S3."""
 
     def __init__(self, root: str, filesystem: pafs.FileSystem | None = None,
-                 s3_options: Mapping[str, Any] | None = None) -> None:
+                 s3_options: S3Options | None = None) -> None:
         """``root`` is an absolute local path or ``s3://bucket/prefix``.
 
         ``s3_options`` are passed to :class:`pyarrow.fs.S3FileSystem` (``access_key``,
@@ -181,7 +196,7 @@ class ReportStore:
             except OSError:
                 log.warning("could not remove staging folder %s", staging)
 
-    def write_partition(self, dataset: Dataset, report_date: date, rows: Iterable[Mapping[str, Any]] | pa.Table,
+    def write_partition(self, dataset: Dataset, report_date: date, rows: TableRows,
                         metadata: Mapping[str, str] | None = None, *, run_id: str | None = None,
                         partition: Mapping[str, str] | None = None) -> WrittenPartition:
         """Write (or replace) the partition of ``dataset`` for ``report_date``; return where it went.
@@ -284,7 +299,7 @@ class ReportStore:
     # -- reading -------------------------------------------------------------------------
     def exists(self, dataset: str, report_date: date, partition: Mapping[str, str] | None = None) -> bool:
         final = posixpath.join(self.partition_dir(dataset, report_date, partition), PART_FILE)
-        return self.fs.get_file_info(final).type == pafs.FileType.File
+        return bool(self.fs.get_file_info(final).type == pafs.FileType.File)
 
     def read_partition(self, dataset: str, report_date: date, partition: Mapping[str, str] | None = None) -> pa.Table:
         final = posixpath.join(self.partition_dir(dataset, report_date, partition), PART_FILE)
@@ -297,7 +312,7 @@ class ReportStore:
     def read_artifact(self, dataset: str, report_date: date, filename: str) -> bytes:
         path = posixpath.join(self.artifact_dir(dataset, report_date), filename)
         with self.fs.open_input_stream(path) as src:
-            return src.read()
+            return bytes(src.read())
 
 
 def _create_excl(path: str, content: bytes) -> bool:
@@ -310,7 +325,7 @@ def _create_excl(path: str, content: bytes) -> bool:
     return True
 
 
-def _s3_put_if_absent(options: Mapping[str, Any], path: str, content: bytes) -> bool:
+def _s3_put_if_absent(options: S3Options, path: str, content: bytes) -> bool:
     """One conditional PUT with boto3 (pyarrow's S3 filesystem cannot send If-None-Match)."""
     import boto3
     from botocore.exceptions import ClientError

@@ -11,19 +11,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
 from enum import StrEnum
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
 
-from traceo_finops.config import Flavor
+from traceo_finops.prometheus.spec import Flavor
+from traceo_finops.shapes import Json, JsonObject, S3Client
 from traceo_finops.window import Window
 
 if TYPE_CHECKING:
     from traceo_finops.config import FinopsConfig
     from traceo_finops.pricing import PriceTable
     from traceo_finops.prometheus import SourceSpec
-    from traceo_finops.reports import ReportStore
+    from traceo_finops.reports import ReportStore, S3Options
     from traceo_finops.slack import Poster
 
 
@@ -43,7 +44,7 @@ class ConnectionFields:
     schema: str | None = None
     login: str | None = None
     password: str | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Json] = field(default_factory=dict)  # the connection's extra, decoded
 
 
 class ConnectionLookup(Protocol):
@@ -61,7 +62,7 @@ class Target:
     conn_id: str = ""
     flavor: Flavor = Flavor.PROMETHEUS
     # What a batch carries (e.g. its namespaces and query resolution); JSON-safe.
-    detail: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    detail: Mapping[str, Json] = field(default_factory=dict, hash=False)
 
     @property
     def label(self) -> str:
@@ -81,7 +82,7 @@ class Target:
                           conn_id=self.conn_id, flavor=self.flavor)
         return self
 
-    def batch(self, name: str, **detail: Any) -> Target:
+    def batch(self, name: str, **detail: Json) -> Target:
         """A batch of this source/tenant's work."""
         return Target(TargetKind.BATCH, self.source, self.tenant, conn_id=self.conn_id, flavor=self.flavor,
                       detail={"name": name, **detail})
@@ -100,14 +101,14 @@ class Target:
             name=self.source, host=conn.host or "", port=conn.port, schema=conn.schema, login=conn.login,
             password=conn.password, extra=extra, flavor=self.flavor.value)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> JsonObject:
         """JSON-safe form for XCom; ``label`` is included for map-index templates."""
         return {"kind": self.kind.value, "source": self.source, "tenant": self.tenant, "bucket": self.bucket,
                 "conn_id": self.conn_id, "flavor": self.flavor.value, "detail": dict(self.detail),
                 "label": self.label}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Target:
+    def from_dict(cls, data: Mapping[str, Json]) -> Target:
         return cls(TargetKind(data["kind"]), str(data.get("source", "")), str(data.get("tenant", "")),
                    str(data.get("bucket", "")), str(data.get("conn_id", "")), Flavor(data.get("flavor", "prometheus")),
                    dict(data.get("detail") or {}))
@@ -151,22 +152,26 @@ class RunContext:
     dag_id: str
     run_id: str
     window: Window
-    params: Mapping[str, Any] = field(default_factory=dict)
+    params: Mapping[str, Json] = field(default_factory=dict)  # the run's params (JSON values)
     try_number: int = 1
     connections: ConnectionLookup | None = None
     store_factory: Callable[[FinopsConfig], ReportStore] | None = None
     poster_factory: Callable[[str], Poster] | None = None
     # conn_id -> a boto3 S3 client; conn_id -> pyarrow S3FileSystem options (buckets, S3 Inventory).
-    s3_client_factory: Callable[[str], Any] | None = None
-    s3_options_factory: Callable[[str], dict[str, Any]] | None = None
+    s3_client_factory: Callable[[str], S3Client] | None = None
+    s3_options_factory: Callable[[str], S3Options] | None = None
 
     @property
     def settings(self) -> Any:
-        """This workflow's settings (``workflows.<name>`` of the configuration)."""
+        """This workflow's settings (``workflows.<name>`` of the configuration).
+
+        Its class depends on the run's workflow key, which no static type follows: typed code reads
+        ``ctx.cfg.workflows.<name>`` (e.g. ``RightsizingSettings``) instead.
+        """
         return getattr(self.cfg.workflows, self.workflow)
 
     @property
-    def report_date(self) -> Any:
+    def report_date(self) -> date:
         return self.window.report_date
 
     @cached_property
@@ -189,12 +194,12 @@ class RunContext:
             raise RuntimeError("this run context has no Slack poster")
         return self.poster_factory(self.cfg.slack.conn_id)
 
-    def s3_client(self, conn_id: str) -> Any:
+    def s3_client(self, conn_id: str) -> S3Client:
         if self.s3_client_factory is None:
             raise RuntimeError("this run context has no S3 client factory")
         return self.s3_client_factory(conn_id)
 
-    def s3_options(self, conn_id: str) -> dict[str, Any]:
+    def s3_options(self, conn_id: str) -> S3Options:
         if self.s3_options_factory is None:
             raise RuntimeError("this run context has no S3 options factory")
         return self.s3_options_factory(conn_id)
@@ -204,7 +209,7 @@ class RunContext:
             raise RuntimeError("this run context has no connection lookup")
         return target.spec(self.connections)
 
-    def param(self, name: str, default: Any = None) -> Any:
+    def param(self, name: str, default: Json = None) -> Json:
         value = self.params.get(name, default)
         return default if value in (None, "") else value
 

@@ -9,17 +9,17 @@ run's delivery key, then posts it through :func:`~traceo_finops.slack.post_once`
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import date
-from typing import Any
 
 from traceo_finops.kit.context import RunContext
+from traceo_finops.kit.publish import Written
 from traceo_finops.slack import Digest, delivery_key, post_once
 
-DigestFn = Callable[[RunContext, Mapping[str, Any]], Digest]
+DigestFn = Callable[[RunContext, Written], Digest]
 
 
-def with_coverage(digest: Digest, written: Mapping[str, Any], key: str) -> Digest:
+def with_coverage(digest: Digest, written: Written, key: str) -> Digest:
     """``digest`` with the coverage fact, the failed targets and the delivery key added."""
     failed = written.get("failed_targets") or []
     facts = {"Coverage": str(written.get("coverage", "")), **digest.facts}
@@ -34,7 +34,7 @@ def with_coverage(digest: Digest, written: Mapping[str, Any], key: str) -> Diges
     return dataclasses.replace(digest, summary=summary, facts=facts, footer=footer)
 
 
-def post_digest(ctx: RunContext, written: Mapping[str, Any], digest_fn: DigestFn) -> bool:
+def post_digest(ctx: RunContext, written: Written, digest_fn: DigestFn) -> bool:
     """Post the workflow's digest for this run once; False when Slack is off for this run or already posted."""
     if not ctx.post_to_slack():
         return False

@@ -11,11 +11,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict, TypeVar
 
 from traceo_finops.kit.context import RunContext, Target, coverage
+from traceo_finops.shapes import Json, JsonObject
+
+if TYPE_CHECKING:
+    from traceo_finops.kit.publish import Written
 
 log = logging.getLogger(__name__)
+
+W = TypeVar("W")
 
 
 class WorkflowError(RuntimeError):
@@ -34,27 +40,42 @@ class TargetsFailed(PermanentError):
     """Some targets failed; the others' results were written. Raised by the run's last step."""
 
 
+class TargetFailure(TypedDict):
+    """One failed target and its error, as reports and digests name it."""
+
+    target: str
+    error: str
+
+
+class TargetResultDict(TypedDict):
+    """:meth:`TargetResult.as_dict`: what a target's step returns to Airflow (XCom)."""
+
+    target: JsonObject
+    error: str
+    payload: Json
+
+
 @dataclass(frozen=True)
 class TargetResult:
     """What one target's step produced, or why it failed."""
 
     target: Target
     error: str = ""
-    payload: Any = None
+    payload: Json = None  # the step's JSON-safe result; its workflow knows its shape
 
     @property
     def ok(self) -> bool:
         return not self.error
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> TargetResultDict:
         return {"target": self.target.as_dict(), "error": self.error, "payload": self.payload}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TargetResult:
+    def from_dict(cls, data: Mapping[str, Json]) -> TargetResult:
         return cls(Target.from_dict(data["target"]), str(data.get("error") or ""), data.get("payload"))
 
 
-def run_target(target: Target, step: Callable[[], Any], what: str = "") -> dict[str, Any]:
+def run_target(target: Target, step: Callable[[], Json], what: str = "") -> TargetResultDict:
     """Run one target's ``step``; any failure becomes that target's recorded error (the run goes on)."""
     try:
         payload = step()
@@ -67,7 +88,7 @@ def run_target(target: Target, step: Callable[[], Any], what: str = "") -> dict[
     return TargetResult(target, payload=payload).as_dict()
 
 
-def results_of(items: Iterable[Mapping[str, Any]]) -> list[TargetResult]:
+def results_of(items: Iterable[Mapping[str, Json]]) -> list[TargetResult]:
     return [TargetResult.from_dict(i) for i in items]
 
 
@@ -76,7 +97,7 @@ def split(results: Sequence[TargetResult]) -> tuple[list[TargetResult], list[Tar
     return [r for r in results if r.ok], [r for r in results if not r.ok]
 
 
-def failures(results: Iterable[TargetResult]) -> list[dict[str, str]]:
+def failures(results: Iterable[TargetResult]) -> list[TargetFailure]:
     """One ``{target, error}`` per failed target, de-duplicated (a target may fail in two steps)."""
     seen: dict[str, str] = {}
     for r in results:
@@ -90,7 +111,7 @@ def coverage_of(results: Sequence[TargetResult]) -> str:
     return coverage([r.target for r in ok], [r.target for r in failed])
 
 
-def require_work(ctx: RunContext, work: Sequence[Any], results: Sequence[TargetResult], nothing: str) -> list[Any]:
+def require_work(ctx: RunContext, work: Sequence[W], results: Sequence[TargetResult], nothing: str) -> list[W]:
     """``work`` (what the DAG maps over), or a clear error: an empty map is never a quiet success.
 
     Airflow skips a task mapped over an empty list and every task after it, and marks the run
@@ -110,7 +131,7 @@ def require_work(ctx: RunContext, work: Sequence[Any], results: Sequence[TargetR
         f"{f['target']}: {f['error']}" for f in failed) if failed else ""))
 
 
-def verdict(written: Mapping[str, Any]) -> None:
+def verdict(written: Written) -> None:
     """Fail the run (no retries) when a target failed; its error and the others' report are on record."""
     failed = written.get("failed_targets") or []
     if failed:

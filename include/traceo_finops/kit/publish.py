@@ -31,15 +31,25 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Literal, NotRequired, TypedDict
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 
 from traceo_finops.kit.context import RunContext, Target
 from traceo_finops.kit.datasets import QUALITY_CHECKS, RUN_TARGETS, TARGET_FAILED, TARGET_OK
-from traceo_finops.kit.outcome import TargetResult, TargetsFailed, coverage_of, failures
-from traceo_finops.reports import RUN_ID_COLUMN, STAGING_DIR, Dataset, ReportError, ReportStore
+from traceo_finops.kit.outcome import TargetFailure, TargetResult, TargetsFailed, coverage_of, failures
+from traceo_finops.reports import (
+    RUN_ID_COLUMN,
+    STAGING_DIR,
+    Dataset,
+    PartitionDict,
+    ReportError,
+    ReportStore,
+    TableRows,
+    WrittenPartition,
+)
+from traceo_finops.shapes import Json, JsonObject
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +70,53 @@ class PublishError(ReportError):
 class Report:
     """What a workflow's build step hands to :func:`publish`."""
 
-    datasets: list[tuple[Dataset, Any]]  # (dataset, rows or an Arrow table)
+    datasets: list[tuple[Dataset, TableRows]]  # (dataset, rows or an Arrow table)
     # (dataset name, file name) -> content, written under _artifacts/<dataset>/report_date=D/.
     artifacts: dict[tuple[str, str], bytes] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)  # extra file metadata for every dataset
-    summary: dict[str, Any] = field(default_factory=dict)  # small, JSON-safe: goes back to the DAG
+    summary: JsonObject = field(default_factory=dict)  # small, JSON-safe: goes back to the DAG
+
+
+class DatasetEntry(PartitionDict):
+    """One dataset of a committed set: where its partition went and which run wrote it."""
+
+    run_id: str
+    partition: NotRequired[dict[str, str]]  # the Hive keys before report_date (the kit's own datasets)
+
+
+class CommitMarker(TypedDict):
+    """``_commits/<dag_id>/report_date=D.json`` as :func:`publish` writes it."""
+
+    dag_id: str
+    run_id: str
+    report_date: str
+    committed_at: str
+    window: dict[str, str | bool]
+    datasets: dict[str, DatasetEntry]
+    artifacts: list[str]
+    coverage: str  # e.g. "2 of 3 sources"
+    failed_targets: list[TargetFailure]
+
+
+class Written(CommitMarker):
+    """What :func:`publish` returns to the DAG (XCom): the commit marker and the build step's summary."""
+
+    summary: JsonObject
+
+
+class RunTargetRow(TypedDict):
+    """One row of the ``run_targets`` dataset."""
+
+    target: str
+    kind: str
+    source: str
+    tenant: str
+    bucket: str
+    status: str
+    error: str
+    rows_written: int
+    window_start: datetime
+    window_end: datetime
 
 
 def _now() -> datetime:
@@ -135,7 +187,7 @@ def _take_over(store: ReportStore, path: str, raw: bytes, why: str) -> None:
         store.delete_file(claim)
 
 
-def _parse_lock(raw: bytes) -> dict[str, Any]:
+def _parse_lock(raw: bytes) -> JsonObject:
     try:
         data = json.loads(raw)
     except ValueError:
@@ -153,7 +205,7 @@ def _process_start(pid: int) -> str | None:
     return fields[19] if len(fields) > 19 else None
 
 
-def _holder_gone(held: Mapping[str, Any]) -> bool:
+def _holder_gone(held: Mapping[str, Json]) -> bool:
     """True when the lock's publisher ran on this host and its process is gone (killed, or a zombie).
 
     Only a process on this host can be checked; a lock from elsewhere waits for ``stale_after``.
@@ -179,7 +231,7 @@ def _holder_gone(held: Mapping[str, Any]) -> bool:
     return state in ("Z", "X")  # killed, not yet reaped by its parent
 
 
-def _read_json(store: ReportStore, path: str) -> dict[str, Any] | None:
+def _read_json(store: ReportStore, path: str) -> JsonObject | None:
     raw = store.read_file(path)
     if raw is None:
         return None
@@ -190,7 +242,7 @@ def _read_json(store: ReportStore, path: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else {}
 
 
-def _parse_time(value: Any) -> datetime | None:
+def _parse_time(value: object) -> datetime | None:
     try:
         return datetime.fromisoformat(str(value))
     except ValueError:
@@ -220,12 +272,12 @@ def commit_path(store: ReportStore, dag_id: str, day: date) -> str:
     return store.path(COMMITS_DIR, dag_id, f"report_date={day.isoformat()}.json")
 
 
-def read_commit(store: ReportStore, dag_id: str, day: date) -> dict[str, Any] | None:
+def read_commit(store: ReportStore, dag_id: str, day: date) -> JsonObject | None:
     """The commit marker of ``dag_id``'s report date ``day``, or None when nothing was committed."""
     return _read_json(store, commit_path(store, dag_id, day))
 
 
-def commits(store: ReportStore) -> list[dict[str, Any]]:
+def commits(store: ReportStore) -> list[JsonObject]:
     """Every commit marker under the root (one per DAG and report date)."""
     out = []
     base = store.path(COMMITS_DIR)
@@ -238,7 +290,7 @@ def commits(store: ReportStore) -> list[dict[str, Any]]:
     return sorted(out, key=lambda m: (m.get("dag_id", ""), m.get("report_date", "")))
 
 
-def _markers_of(store: ReportStore, day: date) -> list[dict[str, Any]]:
+def _markers_of(store: ReportStore, day: date) -> list[JsonObject]:
     """The commit markers of report date ``day`` (one per DAG that committed it)."""
     name = f"report_date={day.isoformat()}.json"
     selector = pafs.FileSelector(store.path(COMMITS_DIR), recursive=True, allow_not_found=True)
@@ -293,7 +345,7 @@ def _rows_by_target(tables: Sequence[tuple[Dataset, pa.Table]], target: Target) 
 
 
 def run_target_rows(ctx: RunContext, results: Sequence[TargetResult],
-                    tables: Sequence[tuple[Dataset, pa.Table]]) -> list[dict[str, Any]]:
+                    tables: Sequence[tuple[Dataset, pa.Table]]) -> list[RunTargetRow]:
     """One ``run_targets`` row per source/tenant/bucket (batches are counted in their owner)."""
     owners: dict[Target, str] = {}
     for r in results:
@@ -307,7 +359,7 @@ def run_target_rows(ctx: RunContext, results: Sequence[TargetResult],
              "window_end": ctx.window.end} for t, err in owners.items()]
 
 
-def publish(ctx: RunContext, report: Report, results: Sequence[TargetResult] = ()) -> dict[str, Any]:
+def publish(ctx: RunContext, report: Report, results: Sequence[TargetResult] = ()) -> Written:
     """Check, then write ``report`` as this run's one committed set; return what was written (XCom-safe)."""
     from traceo_finops.quality import DataQualityError, check
 
@@ -340,17 +392,17 @@ def publish(ctx: RunContext, report: Report, results: Sequence[TargetResult] = (
                 f"dataset {q.dataset!r} failed {len(q.failed)} of {q.checked} expectations: " + " | ".join(q.failed)
                 for q in bad) + " — nothing was published; the previous report of this date stays")
         _clean_staging(store)
-        written: dict[str, Any] = {}
+        written: dict[str, DatasetEntry] = {}
         for dataset, table in tables:
-            written[dataset.name] = {**store.write_partition(dataset, day, table, meta, run_id=ctx.run_id).as_dict(),
-                                     "run_id": ctx.run_id}
+            written[dataset.name] = _entry(store.write_partition(dataset, day, table, meta, run_id=ctx.run_id),
+                                           ctx.run_id)
         for dataset, rows in ((RUN_TARGETS, run_targets), (QUALITY_CHECKS, quality_rows)):
             entry = store.write_partition(dataset, day, rows, meta, run_id=ctx.run_id, partition=kit_partition)
-            written[dataset.name] = {**entry.as_dict(), "partition": kit_partition, "run_id": ctx.run_id}
+            written[dataset.name] = _entry(entry, ctx.run_id, kit_partition)
         artifacts = [store.write_artifact(name, day, filename, content)
                      for (name, filename), content in sorted(report.artifacts.items())]
         failed = failures(results)
-        marker = {"dag_id": ctx.dag_id, "run_id": ctx.run_id, "report_date": day.isoformat(),
+        marker: CommitMarker = {"dag_id": ctx.dag_id, "run_id": ctx.run_id, "report_date": day.isoformat(),
                   "committed_at": _now().isoformat(), "window": ctx.window.as_dict(),
                   "datasets": written, "artifacts": artifacts, "coverage": coverage_of(results),
                   "failed_targets": failed}
@@ -360,8 +412,17 @@ def publish(ctx: RunContext, report: Report, results: Sequence[TargetResult] = (
     return {**marker, "summary": report.summary}
 
 
-def _record_only(store: ReportStore, ctx: RunContext, dataset: Dataset, rows: Any, meta: Mapping[str, str],
-                 partition: Mapping[str, str], why: str) -> None:
+def _entry(part: WrittenPartition, run_id: str, partition: Mapping[str, str] | None = None) -> DatasetEntry:
+    """The commit marker's entry of one written partition."""
+    entry = DatasetEntry(dataset=part.dataset, report_date=part.report_date, uri=part.uri, rows=part.rows,
+                         bytes=part.bytes, run_id=run_id)
+    if partition is not None:
+        entry["partition"] = dict(partition)
+    return entry
+
+
+def _record_only(store: ReportStore, ctx: RunContext, dataset: Dataset, rows: TableRows, meta: Mapping[str, str],
+                 partition: Mapping[str, str], why: Literal["last_failed_run", "last_refused_run"]) -> None:
     """Write one record dataset of a run that publishes nothing else, and say so in the date's marker.
 
     The marker keeps naming the committed run of every other dataset; its entry for ``dataset``
@@ -372,7 +433,7 @@ def _record_only(store: ReportStore, ctx: RunContext, dataset: Dataset, rows: An
     marker = read_commit(store, ctx.dag_id, day) or {
         "dag_id": ctx.dag_id, "run_id": ctx.run_id, "report_date": day.isoformat(), "window": ctx.window.as_dict(),
         "datasets": {}, "artifacts": [], "coverage": "nothing committed", "failed_targets": []}
-    marker["datasets"][dataset.name] = {**entry.as_dict(), "partition": dict(partition), "run_id": ctx.run_id}
+    marker["datasets"][dataset.name] = _entry(entry, ctx.run_id, partition)
     marker[why] = {"run_id": ctx.run_id, "at": _now().isoformat()}
     store.write_file(commit_path(store, ctx.dag_id, day), json.dumps(marker, indent=1, default=str).encode())
 
@@ -384,9 +445,9 @@ def staging_leftovers(store: ReportStore) -> list[str]:
     return [i.path for i in infos if i.type == pafs.FileType.File]
 
 
-def committed_partitions(store: ReportStore) -> dict[str, list[Mapping[str, Any]]]:
+def committed_partitions(store: ReportStore) -> dict[str, list[Mapping[str, Json]]]:
     """dataset -> the committed partitions ``{report_date, run_id, uri, rows, dag_id}``, oldest first."""
-    out: dict[str, list[Mapping[str, Any]]] = {}
+    out: dict[str, list[Mapping[str, Json]]] = {}
     for marker in commits(store):
         for name, entry in (marker.get("datasets") or {}).items():
             out.setdefault(name, []).append({**entry, "report_date": marker["report_date"],

@@ -19,16 +19,17 @@ import base64
 import contextlib
 import logging
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from time import monotonic
-from typing import Any, NoReturn
+from typing import NoReturn, TypeVar
 from urllib.parse import quote as urlquote
 from urllib.parse import urlsplit
 
 import requests
 import yaml
-from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
+from prometheus_api_client.prometheus_connect import PrometheusConnect
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import (
     ConnectTimeoutError,
@@ -38,6 +39,7 @@ from urllib3.exceptions import (
     NewConnectionError,
 )
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
+from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
 from traceo_finops.prometheus.errors import (
@@ -49,6 +51,7 @@ from traceo_finops.prometheus.errors import (
     PrometheusUnreachable,
 )
 from traceo_finops.prometheus.spec import SourceSpec
+from traceo_finops.shapes import Json
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +61,16 @@ CARDINALITY_CHUNK = 100  # Mimir's default cap on label_names[] per label_values
 EXCERPT = 200  # characters of a body quoted in an error message
 _SENSITIVE_HEADER_WORDS = ("auth", "token", "key", "secret", "cookie", "password")
 
-Json = Any
 Instant = datetime | float | str
+# A query parameter as requests sends it (a list repeats the key: ``label_names[]=a&label_names[]=b``).
+Param = str | int | float | Sequence[str] | None
+T = TypeVar("T")
 
 
 class _Retry(Retry):
     """urllib3 ``Retry`` that waits at most ``MAX_RETRY_AFTER`` seconds on a Retry-After header."""
 
-    def get_retry_after(self, response: Any) -> float | None:
+    def get_retry_after(self, response: BaseHTTPResponse) -> float | None:
         after = super().get_retry_after(response)
         return None if after is None else min(after, MAX_RETRY_AFTER)
 
@@ -104,7 +109,9 @@ class PrometheusClient:
         session.mount("https://", adapter)
         session.hooks["response"].append(self._on_response)
         self._session = session
-        self._prom = PrometheusConnect(url=spec.api_url, session=session, retry=retry, timeout=spec.timeout)
+        # prometheus-api-client annotates ``timeout`` as int; it hands it to requests, which takes seconds as a float.
+        self._prom = PrometheusConnect(url=spec.api_url, session=session, retry=retry,
+                                       timeout=spec.timeout)  # type: ignore[arg-type]
         self._secrets = _secrets(spec.login or "", password, spec.headers)
 
     def __repr__(self) -> str:
@@ -123,7 +130,7 @@ class PrometheusClient:
 
     def query(self, promql: str, time: Instant | None = None) -> list[dict[str, Json]]:
         """Instant query: ``data.result``. A scalar/string answer becomes ``[{"metric": {}, "value": …}]``."""
-        params = {} if time is None else {"time": _instant(time)}
+        params: dict[str, float | str] = {} if time is None else {"time": _instant(time)}
         result = self._promql("/api/v1/query", lambda: self._prom.custom_query(promql, params=params))
         if result and not isinstance(result[0], dict):  # scalar/string: [ts, "value"]
             return [{"metric": {}, "value": result}]
@@ -155,7 +162,7 @@ class PrometheusClient:
 
     def config_yaml(self) -> str:
         """``/api/v1/status/config``: the loaded configuration as YAML text."""
-        return self._data("/api/v1/status/config", keys=("yaml",))["yaml"]
+        return self._field("/api/v1/status/config", self._data("/api/v1/status/config", keys=("yaml",)), "yaml", str)
 
     def buildinfo(self) -> dict[str, Json]:
         return self._data("/api/v1/status/buildinfo", keys=("version",))
@@ -166,28 +173,29 @@ class PrometheusClient:
     def rules(self, rule_type: str | None = None) -> list[dict[str, Json]]:
         """``/api/v1/rules`` groups (with their rules, queries, health); ``rule_type`` record|alert."""
         params = {"type": rule_type} if rule_type else None
-        return self._data("/api/v1/rules", params, keys=("groups",))["groups"]
+        return self._field("/api/v1/rules", self._data("/api/v1/rules", params, keys=("groups",)), "groups", list)
 
     def labels(self, match: str | None = None, start: datetime | float | None = None,
                end: datetime | float | None = None) -> list[str]:
         """``/api/v1/labels``: label names, optionally of the series matching ``match`` in ``[start, end]``.
 
         Without a range Prometheus answers from its whole TSDB and Mimir from its default range."""
-        return self._data("/api/v1/labels", _optional(**{"match[]": match}, **_range(start, end)))
+        return self._data_list("/api/v1/labels", _optional(**{"match[]": match}, **_range(start, end)))
 
     def series(self, match: str, start: datetime | float, end: datetime | float) -> list[dict[str, str]]:
         """``/api/v1/series``: the label sets of the series ``match`` selects between ``start`` and ``end``.
 
         Served from the index alone (no sample is decoded), so listing 14 days of series costs a fraction of
         any PromQL over the same range."""
-        params = {"match[]": match, "start": _as_datetime(start).timestamp(), "end": _as_datetime(end).timestamp()}
-        return self._data("/api/v1/series", params)
+        params: dict[str, Param] = {"match[]": match, "start": _as_datetime(start).timestamp(),
+                                    "end": _as_datetime(end).timestamp()}
+        return self._data_list("/api/v1/series", params)
 
     def label_values(self, label: str, match: str | None = None, start: datetime | float | None = None,
                      end: datetime | float | None = None) -> list[str]:
         """``/api/v1/label/<label>/values``, optionally of the series matching ``match`` in ``[start, end]``."""
         path = f"/api/v1/label/{urlquote(label, safe='')}/values"
-        return self._data(path, _optional(**{"match[]": match}, **_range(start, end)))
+        return self._data_list(path, _optional(**{"match[]": match}, **_range(start, end)))
 
     # ---- Grafana Mimir ----------------------------------------------------------------------------
 
@@ -223,7 +231,8 @@ class PrometheusClient:
         names = list(dict.fromkeys([label_names] if isinstance(label_names, str) else label_names))
         if not names:
             raise ValueError("cardinality_label_values needs at least one label name")
-        total, labels = 0, []
+        total = 0
+        labels: list[dict[str, Json]] = []
         for i in range(0, len(names), chunk_size):
             params = {"label_names[]": names[i:i + chunk_size], "count_method": count_method, "limit": limit,
                       **_optional(selector=selector)}
@@ -239,8 +248,8 @@ class PrometheusClient:
         self._need_mimir("the cardinality API")
         if not selector:
             raise ValueError("cardinality_active_series needs a selector (Mimir requires one)")
-        return self._data("/api/v1/cardinality/active_series", {"selector": selector}, envelope=False,
-                          keys=("data",))["data"]
+        path = "/api/v1/cardinality/active_series"
+        return self._field(path, self._data(path, {"selector": selector}, envelope=False, keys=("data",)), "data", list)
 
     def mimir_user_stats(self) -> dict[str, Json]:
         """``<root>/api/v1/user_stats``: the tenant's numSeries and ingestion rates."""
@@ -255,7 +264,7 @@ class PrometheusClient:
 
     # ---- plumbing -------------------------------------------------------------------------------
 
-    def _on_response(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+    def _on_response(self, response: requests.Response, *args: object, **kwargs: object) -> None:
         """Session hook: remember the answer and log one line per request (no query string, no secrets)."""
         self._last = response
         retries = _retries_used(response)
@@ -264,13 +273,14 @@ class PrometheusClient:
                 response.request.method, _public(response.url), response.status_code,
                 response.elapsed.total_seconds() * 1000, retries)
 
-    def _promql(self, path: str, call: Callable[[], Any]) -> Any:
-        """Run a PrometheusConnect call and turn its failures into this module's exceptions."""
+    def _promql(self, path: str, call: Callable[[], Json]) -> list[Json]:
+        """Run a PrometheusConnect call (it answers ``data.result``) and turn its failures into this module's
+        exceptions."""
         url = self.spec.api_url + path
         self._last = None
         started = monotonic()
         try:
-            return call()
+            result = call()
         except PrometheusApiClientException:  # non-200; the hook kept the answer
             self._raise_status(self._last, url)
         except (requests.exceptions.JSONDecodeError, KeyError, TypeError):
@@ -278,8 +288,11 @@ class PrometheusClient:
             self._bad(url, f"answered without data.result: {self._excerpt(self._last)}")
         except requests.RequestException as exc:
             self._raise_network(url, exc, started)
+        if not isinstance(result, list):
+            self._bad(url, f"answered a data.result that is not a list: {self._excerpt(self._last)}")
+        return result
 
-    def _get(self, url: str, params: dict[str, Any] | None = None, *,
+    def _get(self, url: str, params: Mapping[str, Param] | None = None, *,
              allow: Iterable[int] = ()) -> requests.Response:
         self._last = None
         started = monotonic()
@@ -291,18 +304,38 @@ class PrometheusClient:
             self._raise_status(resp, url)
         return resp
 
-    def _data(self, path: str, params: dict[str, Any] | None = None, *, keys: Sequence[str] = (),
-              envelope: bool = True, root: bool = False) -> Any:
-        """GET a JSON endpoint; the ``data`` of a Prometheus envelope, or the bare body (Mimir)."""
+    def _data(self, path: str, params: Mapping[str, Param] | None = None, *, keys: Sequence[str] = (),
+              envelope: bool = True, root: bool = False) -> dict[str, Json]:
+        """GET a JSON endpoint that answers an object: the ``data`` of a Prometheus envelope, or the bare body
+        (Mimir)."""
         url = (self.spec.root_url if root else self.spec.api_url) + path
         resp = self._get(url, params)
         body = self._decode(resp, url, envelope)
         missing = [k for k in keys if not isinstance(body, dict) or k not in body]
         if missing:
             self._bad(url, f"answer lacks {', '.join(missing)}: {self._excerpt(resp)}")
+        if not isinstance(body, dict):
+            self._bad(url, f"answered {type(body).__name__} where an object was expected: {self._excerpt(resp)}")
         return body
 
-    def _decode(self, resp: requests.Response | None, url: str, envelope: bool) -> Any:
+    def _data_list(self, path: str, params: Mapping[str, Param] | None = None) -> list[Json]:
+        """GET a Prometheus endpoint whose ``data`` is a list (label names or values, series)."""
+        url = self.spec.api_url + path
+        resp = self._get(url, params)
+        body = self._decode(resp, url, envelope=True)
+        if not isinstance(body, list):
+            self._bad(url, f"answered {type(body).__name__} where a list was expected: {self._excerpt(resp)}")
+        return body
+
+    def _field(self, path: str, body: dict[str, Json], key: str, kind: type[T]) -> T:
+        """``body[key]`` (present: ``_data`` checked), which must be a ``kind``."""
+        value = body[key]
+        if not isinstance(value, kind):
+            self._bad(self.spec.api_url + path, f"answered {key}={_shorten(value)} where a {kind.__name__} "
+                                                "was expected")
+        return value
+
+    def _decode(self, resp: requests.Response | None, url: str, envelope: bool) -> Json:
         if resp is None:
             self._bad(url, "gave no usable answer")
         try:
@@ -350,9 +383,9 @@ class PrometheusClient:
                    retry_after=_retry_after(resp.headers.get("Retry-After")))
 
     def _raise_network(self, url: str, exc: requests.RequestException, started: float) -> NoReturn:
-        inner = exc.args[0] if exc.args else exc
+        inner: object = exc.args[0] if exc.args else exc
         retried = isinstance(inner, MaxRetryError)  # urllib3 used up the retries
-        reason = inner.reason if retried and inner.reason is not None else inner
+        reason = inner.reason if isinstance(inner, MaxRetryError) and inner.reason is not None else inner
         # urllib3's NewConnectionError (refused, unreachable) subclasses its ConnectTimeoutError.
         timed_out = isinstance(reason, Urllib3Timeout | requests.Timeout | TimeoutError) \
             and not isinstance(reason, NewConnectionError)
@@ -362,7 +395,8 @@ class PrometheusClient:
                  (monotonic() - started) * 1000)
         unreachable = _connect_failure(reason)
         if unreachable is not None:
-            raise self._error(PrometheusUnreachable, url, f"{what}{after}: {reason}", reason=unreachable) from exc
+            raise PrometheusUnreachable(self._message(url, f"{what}{after}: {reason}"), source=self.spec.name,
+                                        url=_public(url), reason=unreachable) from exc
         cls = PrometheusUnavailable if isinstance(
             exc, requests.ConnectionError | requests.Timeout | requests.exceptions.ChunkedEncodingError
         ) else PrometheusError
@@ -377,18 +411,20 @@ class PrometheusClient:
         text = " ".join((resp.text if resp is not None else "").split())
         return (text[:EXCERPT] + "…" if len(text) > EXCERPT else text) or "(empty body)"
 
-    def _error(self, cls: type[PrometheusError], url: str, problem: str, status: int | None = None,
-               **extra: Any) -> PrometheusError:
+    def _message(self, url: str, problem: str) -> str:
         message = f"source {self.spec.name!r}: GET {_public(url)} {problem}"
         for secret in self._secrets:  # a proxy may echo the Authorization header into its error body
             message = message.replace(secret, "***")
-        if status is not None:
-            extra["status"] = status
-        return cls(message, source=self.spec.name, url=_public(url), **extra)
+        return message
+
+    def _error(self, cls: type[PrometheusError], url: str, problem: str, status: int | None = None,
+               retry_after: float | None = None) -> PrometheusError:
+        return cls(self._message(url, problem), source=self.spec.name, url=_public(url), status=status,
+                   retry_after=retry_after)
 
     def _fail(self, cls: type[PrometheusError], url: str, problem: str,
-              status: int | None = None, **extra: Any) -> NoReturn:
-        raise self._error(cls, url, problem, status, **extra) from None
+              status: int | None = None, retry_after: float | None = None) -> NoReturn:
+        raise self._error(cls, url, problem, status, retry_after) from None
 
     def _bad(self, url: str, problem: str, status: int | None = None) -> NoReturn:
         self._fail(PrometheusBadResponse, url, problem, status)
@@ -453,15 +489,19 @@ def _retries_used(resp: requests.Response) -> int:
     return len(retries.history) if retries is not None else 0
 
 
-def _envelope_error(body: Any) -> str:
+def _envelope_error(body: object) -> str:
     """``errorType: error`` of a Prometheus error envelope, else the body itself (shortened)."""
     if isinstance(body, dict) and "error" in body:
         return f"{body.get('errorType', 'error')}: {body['error']}"
-    text = str(body)
+    return _shorten(body)
+
+
+def _shorten(value: object) -> str:
+    text = str(value)
     return text[:EXCERPT] + "…" if len(text) > EXCERPT else text
 
 
-def _optional(**params: Any) -> dict[str, Any]:
+def _optional(**params: Param) -> dict[str, Param]:
     """The params that are set (not None/empty)."""
     return {k: v for k, v in params.items() if v not in (None, "")}
 

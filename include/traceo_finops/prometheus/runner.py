@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TypeVar
+from typing import Self, TypeVar
 
 from traceo_finops.prometheus.client import MAX_RETRY_AFTER, PrometheusClient
 from traceo_finops.prometheus.errors import (
@@ -146,7 +146,7 @@ class QueryRunner:
     def __repr__(self) -> str:
         return f"QueryRunner({self.spec.name!r}, concurrency={self.concurrency}, retries={self.retries})"
 
-    def __enter__(self) -> QueryRunner:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -276,7 +276,7 @@ class QueryRunner:
             raise exc
         attempts.retries += 1
         self.stats.add(retries=1)
-        seconds = min(self.spec.backoff_factor * 2 ** (attempts.retries - 1), MAX_RETRY_AFTER)
+        seconds = min(self.spec.backoff_factor * 2.0 ** (attempts.retries - 1), MAX_RETRY_AFTER)
         if exc.retry_after is not None:
             seconds = max(seconds, exc.retry_after)
         log.info("source %r: retry %d/%d in %.1f s after: %s", self.spec.name, attempts.retries, self.retries,
@@ -284,17 +284,18 @@ class QueryRunner:
         return seconds
 
     def _unreachable_wait(self, exc: PrometheusError, attempts: _Attempts) -> float:
+        why = exc.reason if isinstance(exc, PrometheusUnreachable) else ""
         attempts.unreachable += 1
-        seconds = FIRST_UNREACHABLE_WAIT * 2 ** (attempts.unreachable - 1)
+        seconds = FIRST_UNREACHABLE_WAIT * 2.0 ** (attempts.unreachable - 1)
         if self._gone is None and attempts.unreachable_waited + seconds <= UNREACHABLE_SECONDS:
             attempts.unreachable_waited += seconds
             self.stats.add(retries=1)
             log.info("source %r: no connection (%s); trying again in %.1f s", self.spec.name,
-                     getattr(exc, "reason", "") or _short(exc), seconds)
+                     why or _short(exc), seconds)
             return seconds
         with self._lock:
             if self._gone is None:
-                reason = getattr(exc, "reason", "") or "no connection"
+                reason = why or "no connection"
                 self._gone = PrometheusUnreachable(
                     f"source {self.spec.name!r}: cannot connect to {exc.url or self.spec.api_url}: {reason} "
                     f"({attempts.unreachable} attempts in {time.monotonic() - attempts.started:.1f} s). Is the "

@@ -11,6 +11,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from traceo_finops.shapes import Json
+
 log = logging.getLogger(__name__)
 
 MIMIR_PROMETHEUS_PREFIX = "/prometheus"  # Mimir's default -http.prometheus-http-prefix
@@ -82,7 +84,7 @@ class SourceSpec(BaseModel):
     @classmethod
     def from_connection_fields(
         cls, name: str, host: str | None, port: int | str | None = None, schema: str | None = None,
-        login: str | None = None, password: str | None = None, extra: Mapping[str, Any] | None = None,
+        login: str | None = None, password: str | None = None, extra: Mapping[str, Json] | None = None,
         *, flavor: str | None = None,
     ) -> SourceSpec:
         """Build a spec from Airflow-Connection-like fields.
@@ -109,7 +111,7 @@ class SourceSpec(BaseModel):
                     parts = parts._replace(netloc=f"{parts.netloc}:{int(port)}")
                 elif parts.port != int(port):
                     raise ValueError(f"host has port {parts.port} but the port field says {port}")
-            fields: dict[str, Any] = {
+            fields: dict[str, Any] = {  # validated by the model
                 "name": name, "base_url": urlunsplit(parts),
                 "flavor": flavor or extra.get("flavor", "prometheus"),
                 "tenant": extra.get("tenant"), "login": login, "password": password or None,
@@ -128,7 +130,7 @@ class SourceSpec(BaseModel):
             raise ValueError(f"source {name!r}: invalid connection settings: {exc}") from None
 
 
-def _headers(value: Any) -> dict[str, str]:
+def _headers(value: object) -> dict[str, str]:
     if value in (None, ""):
         return {}
     if isinstance(value, str):  # extra edited as text in the Airflow UI
@@ -138,7 +140,7 @@ def _headers(value: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in value.items()}
 
 
-def _verify(value: Any) -> bool | str:
+def _verify(value: object) -> bool | str:
     if isinstance(value, bool):
         return value
     text = str(value).strip()

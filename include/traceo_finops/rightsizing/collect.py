@@ -11,6 +11,7 @@ as too big (``--query.timeout``, ``--query.max-samples``, Mimir's limits) is spl
 
 from __future__ import annotations
 
+import functools
 import logging
 import operator
 import threading
@@ -19,7 +20,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import overload
 
 from traceo_finops import prometheus
 from traceo_finops.prometheus import (
@@ -41,10 +42,11 @@ from traceo_finops.rightsizing.model import (
     Run,
     WorkloadInfo,
 )
+from traceo_finops.shapes import Json, JsonObject
 
 log = logging.getLogger(__name__)
 
-Series = list[dict[str, Any]]
+Series = list[dict[str, Json]]  # samples of an instant-query answer
 
 
 # ---- running queries ------------------------------------------------------------------------------------
@@ -142,7 +144,7 @@ class Plan:
     batches: list[q.Batch]
     series: int
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> JsonObject:
         return {"resolution": self.resolution.as_dict(), "batches": [b.as_dict() for b in self.batches],
                 "series": self.series}
 
@@ -180,7 +182,7 @@ class BatchResult:
     stats: dict[str, int]
     seconds: float
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> JsonObject:
         return {"containers": [c.as_dict() for c in self.containers],
                 "workloads": [w.as_dict() for w in self.workloads],
                 "skipped": self.skipped, "stats": self.stats, "seconds": round(self.seconds, 3)}
@@ -196,8 +198,8 @@ def collect_batch(spec: SourceSpec, batch: q.Batch, res: q.Resolution, at: datet
     try:
         quantiles = sorted({*q.CPU_QUANTILES, cpu_percentile})
         jobs: dict[str, Callable[[], Series]] = {}
-        for usage in q.usage_queries(batch, res, quantiles, cpu_percentile):
-            jobs[usage.stat] = _usage_job(runner, batch, usage.stat, res, quantiles, cpu_percentile)
+        for uq in q.usage_queries(batch, res, quantiles, cpu_percentile):
+            jobs[uq.stat] = _usage_job(runner, batch, uq.stat, res, quantiles, cpu_percentile)
         for name in q.discovery_queries(batch, res):
             jobs[name] = _discovery_job(runner, batch, name, lambda b: q.discovery_queries(b, res))
         for name in q.discovery_series(batch):
@@ -237,7 +239,12 @@ PodKey = tuple[str, str]
 ContainerKey = tuple[str, str, str]
 
 
-def _labels(sample: dict[str, Any], *names: str) -> tuple[str, ...] | None:
+@overload
+def _labels(sample: dict[str, Json], a: str, b: str, /) -> tuple[str, str] | None: ...
+@overload
+def _labels(sample: dict[str, Json], a: str, b: str, c: str, /) -> tuple[str, str, str] | None: ...
+def _labels(sample: dict[str, Json], *names: str) -> tuple[str, ...] | None:
+    """The values of labels ``names`` of a sample; None when one is missing or empty."""
     metric = sample.get("metric") or {}
     values = tuple(metric.get(n) or "" for n in names)
     return None if "" in values else values
@@ -258,11 +265,11 @@ def _usage_by_container(answers: dict[str, Series], quantiles: Sequence[float],
             if value is None:
                 skipped[f"{stat} NaN/Inf"] += 1
                 if stat == "memory_peak":
-                    out[key]["memory_peak_invalid"] = 1.0  # type: ignore[index]
+                    out[key]["memory_peak_invalid"] = 1.0
                 continue
-            prev = out[key].get(stat)  # type: ignore[index]
+            prev = out[key].get(stat)
             # The same container scraped twice (two cAdvisor jobs) is one container: keep the larger figure.
-            out[key][stat] = value if prev is None else max(prev, value)  # type: ignore[index]
+            out[key][stat] = value if prev is None else max(prev, value)
     return out
 
 
@@ -277,8 +284,7 @@ def _refill_memory_peaks(runner: BatchRunner, usage: dict[ContainerKey, dict[str
         # At the scrape resolution if the server lets us, else coarser (a refused query is cut by pods first).
         for step in sorted({res.scrape_interval or 60, 2 * (res.scrape_interval or 60), res.step}):
             try:
-                answer = runner.batch_query(lambda b, st=step: q.memory_peak_filtered(b.namespaces[0], b.pods, res, st),
-                                            q.Batch((ns,), tuple(pods)))
+                answer = runner.batch_query(_memory_peak_query(res, step), q.Batch((ns,), tuple(pods)))
                 break
             except PrometheusQueryTooLarge as exc:
                 log.info("re-reading memory peaks at %ss failed (%s); trying coarser", step, _short(exc))
@@ -292,6 +298,10 @@ def _refill_memory_peaks(runner: BatchRunner, usage: dict[ContainerKey, dict[str
                 prev = usage[key].get("memory_peak")
                 usage[key]["memory_peak"] = value if prev is None else max(prev, value)
                 skipped["memory_peak re-read without NaN/Inf"] += 1
+
+
+def _memory_peak_query(res: q.Resolution, step: int) -> Callable[[q.Batch], str]:
+    return lambda b: q.memory_peak_filtered(b.namespaces[0], b.pods, res, step)
 
 
 class _Pods:
@@ -354,7 +364,7 @@ def _requests_of_gone_workloads(runner: BatchRunner, answers: dict[str, Series],
     for (ns, _, _), members in workload_pods.items():
         if not any((ns, p) in pods.alive for p in members):
             gone[ns].update(members)
-    _add_for_pods(runner, answers, gone, {name: lambda b, n=name: q.resources_over_window(n, b, res)
+    _add_for_pods(runner, answers, gone, {name: functools.partial(q.resources_over_window, name, res=res)
                                           for name in ("requests", "limits")})
 
 
@@ -374,7 +384,7 @@ def _add_for_pods(runner: BatchRunner, answers: dict[str, Series], pods: dict[st
     answers appended to ``answers[name]``."""
     work = [(name, build, q.Batch((ns,), tuple(sorted(members))))
             for ns, members in sorted(pods.items()) for name, build in builds.items()]
-    jobs = {str(i): (lambda f=build, b=batch: runner.batch_query(f, b)) for i, (_, build, batch) in enumerate(work)}
+    jobs = {str(i): functools.partial(runner.batch_query, build, batch) for i, (_, build, batch) in enumerate(work)}
     answered = runner.run_all(jobs)
     for i, (name, _, _) in enumerate(work):
         answers[name] = answers.get(name, []) + answered[str(i)]

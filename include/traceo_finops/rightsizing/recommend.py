@@ -34,11 +34,14 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING
 
-from traceo_finops.pricing import HOURS_PER_MONTH
+from traceo_finops.pricing import HOURS_PER_MONTH, PriceTable
 from traceo_finops.rightsizing.model import BATCH_KINDS, ContainerUsage, Run
 from traceo_finops.rightsizing.queries import quantile_key
+
+if TYPE_CHECKING:
+    from traceo_finops.config import RightsizingSettings
 
 MIB = 2**20
 GIB = 2**30
@@ -75,7 +78,7 @@ class Policy:
     min_runs: int = DEFAULT_MIN_RUNS  # batch workloads: runs that are enough evidence (or min_history_days)
 
     @classmethod
-    def from_settings(cls, settings: Any) -> Policy:
+    def from_settings(cls, settings: RightsizingSettings) -> Policy:
         """From ``workflows.rightsizing`` of the configuration."""
         return cls(settings.cpu_percentile, settings.cpu_margin, settings.memory_margin, settings.oom_bump,
                    settings.min_cpu_cores, settings.min_memory_mib * MIB,
@@ -89,7 +92,7 @@ class Prices:
     gib_hour: float
 
     @classmethod
-    def from_table(cls, table: Any) -> Prices:
+    def from_table(cls, table: PriceTable) -> Prices:
         return cls(table.vcpu_hour, table.gib_hour)
 
 

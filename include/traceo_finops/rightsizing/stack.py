@@ -13,12 +13,13 @@ workload = job, container = instance), with its current allocation from ``stack_
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
+from traceo_finops.config import RightsizingSettings
 from traceo_finops.prometheus import SourceSpec, sample_value
 from traceo_finops.rightsizing import queries as q
 from traceo_finops.rightsizing.collect import BatchRunner, Series
@@ -37,7 +38,7 @@ def collect_stack(spec: SourceSpec, jobs: Sequence[str], res: q.Resolution, at: 
     quantiles = sorted({*q.CPU_QUANTILES, cpu_percentile})
     with BatchRunner(spec, at, concurrency) as runner:
         answers: dict[str, Series] = runner.run_all(
-            {u.stat: (lambda promql=u.promql: runner.query(promql)) for u in q.stack_queries(jobs, res, quantiles)})
+            {u.stat: functools.partial(runner.query, u.promql) for u in q.stack_queries(jobs, res, quantiles)})
     stats: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
     for stat, result in answers.items():
         for sample in result:
@@ -70,5 +71,5 @@ def collect_stack(spec: SourceSpec, jobs: Sequence[str], res: q.Resolution, at: 
     return out, list(unique.values())
 
 
-def allocations_from_settings(settings: Any) -> dict[str, tuple[float, float]]:
+def allocations_from_settings(settings: RightsizingSettings) -> dict[str, tuple[float, float]]:
     return {a.job: (a.cpu_cores, a.memory_gib) for a in settings.stack_allocations}

@@ -14,24 +14,26 @@ window, or the run's params ``history`` / ``end``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import posixpath
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 from pydantic import TypeAdapter, ValidationError
 
-from traceo_finops.config import Duration, config_path
+from traceo_finops.config import Duration, RightsizingSettings, config_path
 from traceo_finops.kit.context import RunContext, Target, source_targets
 from traceo_finops.kit.outcome import (
     NoTargets,
     PermanentError,
     TargetResult,
+    TargetResultDict,
     require_work,
     results_of,
     run_target,
 )
-from traceo_finops.kit.publish import Report, read_committed
+from traceo_finops.kit.publish import Report, Written, read_committed
 from traceo_finops.rightsizing import manifests
 from traceo_finops.rightsizing import queries as q
 from traceo_finops.rightsizing.collect import collect_batch, plan
@@ -40,15 +42,35 @@ from traceo_finops.rightsizing.dataset import digest as rightsizing_digest
 from traceo_finops.rightsizing.model import merge
 from traceo_finops.rightsizing.recommend import Policy, Prices
 from traceo_finops.rightsizing.stack import allocations_from_settings, collect_stack
+from traceo_finops.shapes import Json, JsonObject
 from traceo_finops.slack import Digest
 from traceo_finops.window import Window, parse_utc
 
 log = logging.getLogger(__name__)
 
 
+class PlanPayload(TypedDict):
+    """One source/tenant's plan: the payload of its ``plan`` target result."""
+
+    resolution: JsonObject  # Resolution.as_dict()
+    batches: list[JsonObject]  # Target.as_dict() of each namespace batch
+    series: int
+
+
+class Planned(TypedDict):
+    """What :func:`targets` returns: every source's plan (or error), and the batches the DAG maps over."""
+
+    plans: list[TargetResultDict]
+    batches: list[JsonObject]
+
+
+def _settings(ctx: RunContext) -> RightsizingSettings:
+    return ctx.cfg.workflows.rightsizing
+
+
 def run_window(ctx: RunContext) -> Window:
     """``[end - history, end)``: the run's window end and ``history``, or the params ``history`` / ``end``."""
-    history = ctx.settings.history
+    history = _settings(ctx).history
     if ctx.param("history"):
         try:
             history = TypeAdapter(Duration).validate_python(str(ctx.param("history")))
@@ -61,8 +83,8 @@ def run_window(ctx: RunContext) -> Window:
         raise PermanentError(str(exc)) from None
 
 
-def _plan_one(ctx: RunContext, target: Target) -> dict[str, Any]:
-    st = ctx.settings
+def _plan_one(ctx: RunContext, target: Target) -> PlanPayload:
+    st = _settings(ctx)
     p = plan(ctx.spec(target), ctx.window.end, ctx.window.seconds, rate_window=st.rate_window.total_seconds(),
              max_points=st.max_points, max_samples_per_query=st.max_samples_per_query, namespaces=st.namespaces)
     resolution = p.resolution.as_dict()
@@ -71,37 +93,37 @@ def _plan_one(ctx: RunContext, target: Target) -> dict[str, Any]:
     return {"resolution": resolution, "batches": batches, "series": p.series}
 
 
-def targets(ctx: RunContext) -> dict[str, Any]:
+def targets(ctx: RunContext) -> Planned:
     """Every source/tenant planned: its resolution and namespace batches (``batches`` is what is mapped over)."""
     found = source_targets(ctx.cfg)
     if not found:
         raise NoTargets(f"configuration {config_path()} has no sources: nothing to size")
-    plans = [run_target(t, lambda t=t: _plan_one(ctx, t), "plan") for t in found]
+    plans = [run_target(t, functools.partial(_plan_one, ctx, t), "plan") for t in found]
     batches = [b for p in plans if not p["error"] for b in p["payload"]["batches"]]
-    nothing = (f"no namespace matching workflows.rightsizing.namespaces {ctx.settings.namespaces!r} has container "
+    nothing = (f"no namespace matching workflows.rightsizing.namespaces {_settings(ctx).namespaces!r} has container "
                f"series on {', '.join(t.label for t in found)}: nothing to size")
     return {"plans": plans, "batches": require_work(ctx, batches, results_of(plans), nothing)}
 
 
-def collect(ctx: RunContext, target: Target) -> dict[str, Any]:
+def collect(ctx: RunContext, target: Target) -> JsonObject:
     """Discovery and server-side usage statistics of one namespace batch."""
-    st = ctx.settings
+    st = _settings(ctx)
     res = q.Resolution.from_dict(target.detail["resolution"])
     result = collect_batch(ctx.spec(target), q.Batch.from_dict(target.detail["batch"]), res, ctx.window.end,
                            cpu_percentile=st.cpu_percentile, concurrency=st.query_concurrency)
     return {"source": target.source, "tenant": target.tenant, "resolution": res.as_dict(), **result.as_dict()}
 
 
-def size_stack(ctx: RunContext, plans: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def size_stack(ctx: RunContext, plans: Sequence[Mapping[str, Json]]) -> list[TargetResultDict]:
     """The stack's processes per planned source/tenant, each at its own source's resolution."""
-    st = ctx.settings
+    st = _settings(ctx)
     out = []
     for planned in results_of(plans):
         if not planned.ok:
             continue
         target, res = planned.target, q.Resolution.from_dict(planned.payload["resolution"])
 
-        def one(target: Target = target, res: q.Resolution = res) -> dict[str, Any]:
+        def one(target: Target = target, res: q.Resolution = res) -> JsonObject:
             containers, workloads = collect_stack(ctx.spec(target), st.stack_jobs, res, ctx.window.end,
                                                   allocations_from_settings(st), st.cpu_percentile,
                                                   st.query_concurrency)
@@ -112,14 +134,14 @@ def size_stack(ctx: RunContext, plans: Sequence[Mapping[str, Any]]) -> list[dict
     return out
 
 
-def build(ctx: RunContext, planned: Mapping[str, Any], pieces: Sequence[Mapping[str, Any]],
-          stack: Sequence[Mapping[str, Any]]) -> tuple[Report, list[TargetResult]]:
+def build(ctx: RunContext, planned: Planned, pieces: Sequence[Mapping[str, Json]],
+          stack: Sequence[Mapping[str, Json]]) -> tuple[Report, list[TargetResult]]:
     """Rows of the ``rightsizing`` dataset, each source/tenant at its own resolution, and the files beside it."""
-    st = ctx.settings
+    st = _settings(ctx)
     policy = Policy.from_settings(st)
     prices = Prices.from_table(ctx.prices)
     results = results_of(planned["plans"]) + results_of(pieces) + results_of(stack)
-    by_source: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    by_source: dict[tuple[str, str], list[JsonObject]] = {}
     for r in results_of(pieces) + results_of(stack):
         if r.ok:
             by_source.setdefault((r.payload["source"], r.payload["tenant"]), []).append(r.payload)
@@ -128,8 +150,9 @@ def build(ctx: RunContext, planned: Mapping[str, Any], pieces: Sequence[Mapping[
     for (source, tenant), parts in sorted(by_source.items()):
         res = q.Resolution.from_dict(parts[0]["resolution"])
         containers, workloads = merge(parts)
-        r, _ = rows(source, tenant, containers, workloads, policy, prices, res, ctx.window.start, ctx.window.end)
-        report_rows += r
+        built, _ = rows(source, tenant, containers, workloads, policy, prices, res, ctx.window.start,
+                        ctx.window.end)
+        report_rows += built
         resolutions["/".join(p for p in (source, tenant) if p)] = res.step
     files = manifests.patches(report_rows)
     if st.vpa_objects:
@@ -141,17 +164,17 @@ def build(ctx: RunContext, planned: Mapping[str, Any], pieces: Sequence[Mapping[
     return report, results
 
 
-def digest(ctx: RunContext, written: Mapping[str, Any]) -> Digest:
+def digest(ctx: RunContext, written: Written) -> Digest:
     """Totals and the biggest savings, from the committed report."""
     day = ctx.report_date
     report_rows = read_committed(ctx.store, RIGHTSIZING.name, day).to_pylist()
     artifacts = written.get("artifacts") or []
     folder = posixpath.dirname(artifacts[0]) if artifacts else ""
     return rightsizing_digest(report_rows, written["datasets"][RIGHTSIZING.name]["uri"], day.isoformat(),
-                              ctx.settings.top_n_in_digest, folder)
+                              _settings(ctx).top_n_in_digest, folder)
 
 
-def summary(pieces: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def summary(pieces: Sequence[Mapping[str, Json]]) -> JsonObject:
     """Queries, splits, retries and skipped series over every batch (for logs and the task's return value)."""
     stats: dict[str, int] = {}
     skipped: dict[str, int] = {}

@@ -12,7 +12,6 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -21,8 +20,9 @@ import pyarrow.fs as pafs
 from traceo_finops.config import Bucket, BucketLayout, ConfigError, FinopsConfig, S3TieringSettings, config_path
 from traceo_finops.kit.context import RunContext, Target, TargetKind, bucket_targets
 from traceo_finops.kit.outcome import NoTargets, TargetResult, results_of
-from traceo_finops.kit.publish import Report, read_committed
+from traceo_finops.kit.publish import Report, Written, read_committed
 from traceo_finops.pricing import PriceTable, PricingError, StorageClass
+from traceo_finops.reports import ReportStore
 from traceo_finops.s3tiering.apply import (
     ApplyOutcome,
     BackupStore,
@@ -55,6 +55,7 @@ from traceo_finops.s3tiering.inventory import (
 )
 from traceo_finops.s3tiering.lifecycle import DEFAULT_MIN_SIZE, build_rules, canonical, diff, is_finops, merge, validate
 from traceo_finops.s3tiering.recommend import Rows, allowed_classes, plan_rows, report_rows
+from traceo_finops.shapes import Json, JsonObject, S3Client
 from traceo_finops.slack import Digest
 
 log = logging.getLogger(__name__)
@@ -75,17 +76,17 @@ class BucketPlan:
     objects: int
     bytes: int
     blocks: int
-    rows: list[dict[str, Any]]
-    finops_rules: list[dict[str, Any]]
-    current: dict[str, Any]
-    proposed: dict[str, Any]
-    diff: dict[str, Any]
+    rows: list[JsonObject]  # rows of the s3_tiering dataset
+    finops_rules: list[JsonObject]  # S3 lifecycle rules, as the S3 API takes them
+    current: JsonObject
+    proposed: JsonObject
+    diff: JsonObject
     in_force: list[str]
-    decisions: list[dict[str, Any]]
+    decisions: list[JsonObject]
     warnings: list[str] = field(default_factory=list)
     blocking: list[str] = field(default_factory=list)  # problems that stop an apply
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> JsonObject:
         return dict(self.__dict__)
 
 
@@ -144,7 +145,7 @@ def _fresh_inventory(bucket: Bucket, location: str, settings: S3TieringSettings,
                       f"{manifest.file_format} file(s))")
 
 
-def _objects(client: Any, bucket: Bucket, settings: S3TieringSettings, as_of: datetime,
+def _objects(client: S3Client, bucket: Bucket, settings: S3TieringSettings, as_of: datetime,
              inventory_fs: Callable[[], pafs.FileSystem] | None) -> tuple[Aggregate, str, list[str]]:
     """The bucket's objects folded into groups, where they came from, and warnings.
 
@@ -172,7 +173,7 @@ def _objects(client: Any, bucket: Bucket, settings: S3TieringSettings, as_of: da
     return aggregate([table], bucket.layout, as_of, source="list"), detail, warnings
 
 
-def plan_bucket(client: Any, bucket: Bucket, settings: S3TieringSettings, prices: PriceTable, as_of: datetime,
+def plan_bucket(client: S3Client, bucket: Bucket, settings: S3TieringSettings, prices: PriceTable, as_of: datetime,
                 inventory_fs: Callable[[], pafs.FileSystem] | None = None) -> BucketPlan:
     """Read the bucket (configuration, objects, block metadata) and plan its ``finops-`` rules.
 
@@ -262,8 +263,8 @@ def _unexpected(bucket: str, step: str, exc: Exception) -> str:
 
 
 def plan_or_error(cfg: FinopsConfig, bucket_name: str, as_of: datetime, prices: Callable[[], PriceTable],
-                  client_for: Callable[[Bucket], Any],
-                  inventory_fs: Callable[[Bucket], pafs.FileSystem] | None = None) -> dict[str, Any]:
+                  client_for: Callable[[Bucket], S3Client],
+                  inventory_fs: Callable[[Bucket], pafs.FileSystem] | None = None) -> JsonObject:
     """:func:`plan_bucket` as a dict; any failure becomes ``{"bucket", "error"}`` so other buckets go on."""
     try:
         bucket = cfg.bucket(bucket_name)
@@ -277,14 +278,14 @@ def plan_or_error(cfg: FinopsConfig, bucket_name: str, as_of: datetime, prices: 
     return plan.as_dict()
 
 
-def _json_default(value: Any) -> str:
+def _json_default(value: object) -> str:
     # Rules read back from S3 can hold datetimes (Expiration.Date, Transition.Date): ISO 8601, as the CLI takes.
     if isinstance(value, datetime | date):
         return value.isoformat()
     return str(value)
 
 
-def plan_artifacts(plan: Mapping[str, Any]) -> dict[str, bytes]:
+def plan_artifacts(plan: Mapping[str, Json]) -> dict[str, bytes]:
     """``<bucket>.lifecycle.json`` and ``<bucket>.plan.json``, to go beside the report.
 
     ``<bucket>.lifecycle.json`` is the request the apply would send (:func:`put_request`): the
@@ -304,9 +305,9 @@ def _backup_bucket(uri: str) -> str:
     return name.rsplit(".", 2)[0] if name.count(".") >= 2 else "?"
 
 
-def apply_or_rollback(cfg: FinopsConfig, plans: Sequence[dict[str, Any]], *, apply: bool, rollback_uri: str,
-                      client_for: Callable[[Bucket], Any], store: Any, report_date: date,
-                      run_id: str = "") -> list[dict[str, Any]]:
+def apply_or_rollback(cfg: FinopsConfig, plans: Sequence[Mapping[str, Json]], *, apply: bool, rollback_uri: str,
+                      client_for: Callable[[Bucket], S3Client], store: ReportStore, report_date: date,
+                      run_id: str = "") -> list[JsonObject]:
     """Apply allowlisted plans (``apply``), or restore one backup (``rollback_uri``), or write nothing.
 
     A rollback run applies nothing else. A bucket that is not allowlisted is never written. Every
@@ -353,8 +354,8 @@ def apply_or_rollback(cfg: FinopsConfig, plans: Sequence[dict[str, Any]], *, app
     return outcomes
 
 
-def report_rows_for(plans: Sequence[dict[str, Any]], outcomes: Sequence[dict[str, Any]],
-                    window_start: datetime, window_end: datetime) -> list[dict[str, Any]]:
+def report_rows_for(plans: Sequence[Mapping[str, Json]], outcomes: Sequence[Mapping[str, Json]],
+                    window_start: datetime, window_end: datetime) -> list[dict[str, object]]:
     """The dataset's rows: each plan's rows with ``applied`` (rule in force after this run) and the window."""
     in_force = {o["bucket"]: set(o.get("in_force") or ()) for o in outcomes}
     rows = []
@@ -372,7 +373,7 @@ def report_rows_for(plans: Sequence[dict[str, Any]], outcomes: Sequence[dict[str
 
 
 # -- the steps the DAG calls (workflow kit) ------------------------------------------------------------
-def targets(ctx: RunContext) -> list[dict[str, Any]]:
+def targets(ctx: RunContext) -> list[JsonObject]:
     """One target per configured bucket."""
     found = bucket_targets(ctx.cfg)
     if not found:
@@ -381,7 +382,7 @@ def targets(ctx: RunContext) -> list[dict[str, Any]]:
     return [t.as_dict() for t in found]
 
 
-def plan(ctx: RunContext, target: Target) -> dict[str, Any]:
+def plan(ctx: RunContext, target: Target) -> JsonObject:
     """Read one bucket and plan its ``finops-`` rules (reads only); a failure is this bucket's recorded error."""
     bucket = ctx.cfg.bucket(target.bucket)
     result = plan_or_error(ctx.cfg, bucket.name, ctx.window.end, prices=lambda: ctx.prices,
@@ -392,7 +393,7 @@ def plan(ctx: RunContext, target: Target) -> dict[str, Any]:
     return result
 
 
-def apply(ctx: RunContext, plans: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def apply(ctx: RunContext, plans: Sequence[Mapping[str, Json]]) -> list[JsonObject]:
     """Dry run, or apply to allowlisted buckets, or roll one back — as the run's params say."""
     planned = [r.payload for r in results_of(plans) if r.ok]
     return apply_or_rollback(ctx.cfg, planned, apply=bool(ctx.param("apply", False)),
@@ -401,8 +402,8 @@ def apply(ctx: RunContext, plans: Sequence[Mapping[str, Any]]) -> list[dict[str,
                              report_date=ctx.report_date, run_id=ctx.run_id)
 
 
-def build(ctx: RunContext, plans: Sequence[Mapping[str, Any]],
-          outcomes: Sequence[Mapping[str, Any]]) -> tuple[Report, list[TargetResult]]:
+def build(ctx: RunContext, plans: Sequence[Mapping[str, Json]],
+          outcomes: Sequence[Mapping[str, Json]]) -> tuple[Report, list[TargetResult]]:
     """The ``s3_tiering`` rows, the lifecycle and plan JSON of every planned bucket, and each bucket's outcome."""
     from traceo_finops.s3tiering.dataset import s3_tiering_dataset
     from traceo_finops.s3tiering.recommend import age_band_labels
@@ -415,7 +416,7 @@ def build(ctx: RunContext, plans: Sequence[Mapping[str, Any]],
     known = {r.target.bucket for r in results}
     results += [TargetResult(Target(TargetKind.BUCKET, bucket=name), error=error)
                 for name, error in failed_apply.items() if name not in known]  # a rollback of another bucket
-    dataset = s3_tiering_dataset(age_band_labels(ctx.settings.transition_days))
+    dataset = s3_tiering_dataset(age_band_labels(ctx.cfg.workflows.s3_tiering.transition_days))
     report = Report(datasets=[(dataset, report_rows_for(planned, outcomes, ctx.window.start, ctx.window.end))],
                     summary={"outcomes": [dict(o) for o in outcomes]})
     for p in planned:
@@ -423,7 +424,7 @@ def build(ctx: RunContext, plans: Sequence[Mapping[str, Any]],
     return report, results
 
 
-def digest(ctx: RunContext, written: Mapping[str, Any]) -> Digest:
+def digest(ctx: RunContext, written: Written) -> Digest:
     """Per bucket: cost now and planned, 12-month saving, the rule diff, and what was written (or why not)."""
     from traceo_finops.s3tiering.dataset import tiering_digest
 

@@ -657,10 +657,9 @@ def _library_model(ref: Mapping[str, Any], library: Mapping[str, Any]) -> Mappin
         found = library[key]
         if isinstance(found, Mapping) and isinstance(found.get("result"), Mapping):  # /api/library-elements/:uid
             found = found["result"]
-        if isinstance(found, Mapping) and isinstance(found.get("model"), Mapping):
-            return found["model"]  # type: ignore[no-any-return]
         if isinstance(found, Mapping):
-            return found
+            model = found.get("model")
+            return model if isinstance(model, Mapping) else found
     model = ref.get("model")
     return model if isinstance(model, Mapping) else None
 

@@ -103,7 +103,8 @@ class NameMatcher:
             return name == self.value
         if self.op == "!=":
             return name != self.value
-        hit = self._regex.fullmatch(name) is not None  # type: ignore[union-attr]
+        regex = self._regex  # set for =~ and !~
+        hit = regex is not None and regex.fullmatch(name) is not None
         return hit if self.op == "=~" else not hit
 
     def __str__(self) -> str:

@@ -128,9 +128,8 @@ def _is_scalar(node: object) -> bool:
 
 
 def _string_arg(args: list[object], index: int) -> str | None:
-    if index < len(args) and isinstance(args[index], pp.StringLiteral):
-        return str(args[index].val)  # type: ignore[attr-defined]
-    return None
+    arg = args[index] if index < len(args) else None
+    return str(arg.val) if isinstance(arg, pp.StringLiteral) else None
 
 
 @dataclass(frozen=True)
