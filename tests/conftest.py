@@ -78,6 +78,24 @@ def finops_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def moto() -> dict[str, Any]:
+    """The S3 tiering tests' private moto server (``tests.support.s3``): {endpoint_url, truth, state}."""
+    from tests.support.s3 import private_s3
+
+    return private_s3()
+
+
+@pytest.fixture
+def s3(moto: dict[str, Any]) -> Iterator[Any]:
+    """A boto3 client of the private moto; every seeded bucket's lifecycle configuration is put back after."""
+    from tests.support.s3 import client, restore_lifecycles
+
+    c = client(moto["endpoint_url"])
+    yield c
+    restore_lifecycles(c, moto["truth"])
+
+
 KINDS = ("unit", "integration", "dag")
 
 

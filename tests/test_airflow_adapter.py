@@ -13,6 +13,7 @@ import pyarrow as pa
 import pytest
 
 from devstack import slack_sink
+from tests.support.net import free_port
 from traceo_finops.airflow_adapter import ConnectionMissing, prometheus_spec, report_store, slack_poster
 from traceo_finops.config import load_config
 from traceo_finops.prometheus import PrometheusClient, PrometheusUnavailable
@@ -45,11 +46,7 @@ def test_prometheus_connection_fields(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_unreachable_prometheus_names_the_url(monkeypatch: pytest.MonkeyPatch) -> None:
-    import socket
-
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nothing listens on it
     monkeypatch.setenv("AIRFLOW_CONN_DEAD_PROM", json.dumps(
         {"conn_type": "http", "host": f"http://127.0.0.1:{port}", "extra": {"timeout": 2, "retries": 1}}))
     with pytest.raises(PrometheusUnavailable, match=rf"source 'dead': GET http://127.0.0.1:{port}/api/v1/status/tsdb"):

@@ -3,33 +3,26 @@ throwaway one scraping label values with quotes, backslashes, newlines and unico
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-import yaml
 
 from devstack.exporter import APP_JOB, app_families
-from devstack.proc import spawn, stop, wait_http
+from tests.support.prometheus import local_prometheus, prometheus_client
+from tests.support.servers import Answer, LocalServer
 from traceo_finops.cardinality.collect import collect_series_by_metric
-from traceo_finops.prometheus import PrometheusClient, SourceSpec, quote
+from traceo_finops.prometheus import quote
 
 pytestmark = pytest.mark.integration
-
-
-def _client(url: str) -> PrometheusClient:
-    return PrometheusClient(SourceSpec(name="itest", base_url=url, timeout=60, retries=1))
 
 
 def test_devstack_counts_and_labels_match_ground_truth(devstack: dict[str, str], prom_truth: dict[str, Any]) -> None:
     card = prom_truth["cardinality"]
     at = datetime.now(tz=UTC)
-    with _client(devstack["DEVSTACK_PROM_URL"]) as client:
+    with prometheus_client(devstack["DEVSTACK_PROM_URL"], timeout=60, retries=1) as client:
         snap = collect_series_by_metric(client, "devstack", at)
         direct = {s["metric"]["__name__"]: int(float(s["value"][1]))
                   for s in client.query('count by (__name__) ({__name__=~".+"})', time=at)}
@@ -92,55 +85,25 @@ def _exposition() -> tuple[bytes, list[dict[str, str]]]:
     return "".join(lines).encode(), series
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def tricky_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Any:
     body, series = _exposition()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    tmp = tmp_path_factory.mktemp("tricky-prom")
-    port = _free_port()
-    config = tmp / "prometheus.yml"
-    config.write_text(yaml.safe_dump({"global": {"scrape_interval": "1s"}, "scrape_configs": [
-        {"job_name": "tricky", "static_configs": [{"targets": [f"127.0.0.1:{httpd.server_port}"]}]}]}))
-    run_dir = tmp / "run"
-    spawn("prometheus", ["/usr/bin/prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp / 'data'}",
-                         f"--web.listen-address=127.0.0.1:{port}", "--scrape.discovery-reload-interval=1s"],
-          run_dir, cwd=tmp)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_http(f"{url}/-/ready", timeout=60, name="prometheus", log=run_dir / "prometheus.log")
-        with _client(url) as client:
-            deadline = time.monotonic() + 30
-            while not client.query("count(tricky_a_total)") and time.monotonic() < deadline:
-                time.sleep(0.3)
-        yield url, series
-    finally:
-        stop("prometheus", run_dir)
-        httpd.shutdown()
-        httpd.server_close()
+    exposition = Answer(200, body, "text/plain; version=0.0.4")
+    with LocalServer(lambda _: exposition) as exporter:
+        config = {"global": {"scrape_interval": "1s"}, "scrape_configs": [
+            {"job_name": "tricky", "static_configs": [{"targets": [f"127.0.0.1:{exporter.port}"]}]}]}
+        with local_prometheus(tmp_path_factory.mktemp("tricky-prom"), config,
+                              "--scrape.discovery-reload-interval=1s") as url:
+            with prometheus_client(url, timeout=60, retries=1) as client:
+                deadline = time.monotonic() + 30
+                while not client.query("count(tricky_a_total)") and time.monotonic() < deadline:
+                    time.sleep(0.3)
+            yield url, series
 
 
 def test_tricky_label_values_round_trip(tricky_prometheus: Any) -> None:
     url, series = tricky_prometheus
-    with _client(url) as client:
+    with prometheus_client(url, timeout=60, retries=1) as client:
         snap = collect_series_by_metric(client, "tricky", datetime.now(tz=UTC), workers=2)
         # The per-value requests put each tricky value into a selector: PromQL agrees on each.
         for value in TRICKY_VALUES:

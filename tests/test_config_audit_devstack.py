@@ -4,17 +4,16 @@ remote-writing to a Mimir push URL, 10 s global and 1 s job intervals, an HA rep
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 import yaml
 
-from devstack.proc import spawn, stop, wait_http
+from tests.support.net import free_port
+from tests.support.prometheus import local_prometheus, prometheus_client
+from tests.support.servers import Answer, LocalServer, Request
 from traceo_finops.cardinality.config_audit import (
     CHECK_HA,
     CHECK_RETENTION,
@@ -28,7 +27,6 @@ from traceo_finops.cardinality.config_audit import (
     server_facts,
 )
 from traceo_finops.pricing import HOURS_PER_MONTH, load_price_table
-from traceo_finops.prometheus import PrometheusClient, SourceSpec
 from traceo_finops.quality import check
 
 pytestmark = pytest.mark.integration
@@ -36,14 +34,10 @@ pytestmark = pytest.mark.integration
 FAST_SERIES = 50
 
 
-def _client(url: str) -> PrometheusClient:
-    return PrometheusClient(SourceSpec(name="itest", base_url=url, timeout=30, retries=1))
-
-
 def test_devstack_config_is_clean(devstack: dict[str, str], prom_truth: dict[str, Any]) -> None:
     prices = AuditPrices.from_table(load_price_table(), disk_gb_month=0.08)
     at = datetime.now(tz=UTC)
-    with _client(devstack["DEVSTACK_PROM_URL"]) as client:
+    with prometheus_client(devstack["DEVSTACK_PROM_URL"], retries=1) as client:
         assert audit_source(client, "devstack", at, prices) == []
         facts = server_facts(client, at)
         flags, config = client.flags(), client.config_yaml()
@@ -63,63 +57,38 @@ def test_devstack_config_is_clean(devstack: dict[str, str], prom_truth: dict[str
     assert findings[0].monthly_saving_usd == pytest.approx(28 * rate * 86_400 * 1.5 / 1e9 * 0.08, abs=1e-4)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def misconfigured(tmp_path_factory: pytest.TempPathFactory) -> Any:
     body = "".join(f'fast_metric_total{{shard="{i}"}} {i}\n' for i in range(FAST_SERIES)).encode()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            payload = b"" if self.path == "/empty" else body  # the 15 s job scrapes nothing
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+    def exposition(request: Request) -> Answer:
+        payload = b"" if request.path == "/empty" else body  # the 15 s job scrapes nothing
+        return Answer(200, payload, "text/plain; version=0.0.4")
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
     tmp = tmp_path_factory.mktemp("bad-prom")
-    port, nowhere = _free_port(), _free_port()
+    nowhere = free_port()
     (tmp / "rules.yml").write_text(yaml.safe_dump({"groups": [{"name": "slo", "rules": [
         {"record": "job:fast_metric:rate3d", "expr": "sum by (job) (rate(fast_metric_total[3d]))"}]}]}))
-    target = f"127.0.0.1:{httpd.server_port}"
-    (tmp / "prometheus.yml").write_text(yaml.safe_dump({
-        "global": {"scrape_interval": "10s", "external_labels": {"cluster": "eu1", "replica": "a"}},
-        "rule_files": [str(tmp / "rules.yml")],
-        "scrape_configs": [
-            {"job_name": "fast", "scrape_interval": "1s", "static_configs": [{"targets": [target]}]},
-            {"job_name": "normal", "scrape_interval": "15s", "metrics_path": "/empty",
-             "static_configs": [{"targets": [target]}]},
-        ],
-        "remote_write": [{"url": f"http://127.0.0.1:{nowhere}/api/v1/push"}],
-    }))
-    run_dir = tmp / "run"
-    spawn("prometheus", ["/usr/bin/prometheus", f"--config.file={tmp / 'prometheus.yml'}",
-                         f"--storage.tsdb.path={tmp / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
-                         "--no-storage.tsdb.wal-compression", "--storage.tsdb.retention.time=30d",
-                         "--scrape.discovery-reload-interval=1s",
-                         "--storage.remote.flush-deadline=1s"], run_dir, cwd=tmp)  # nothing listens there
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_http(f"{url}/-/ready", timeout=60, name="prometheus", log=run_dir / "prometheus.log")
-        with _client(url) as client:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and not server_facts(client, datetime.now(tz=UTC)).series_by_job:
-                time.sleep(0.3)
-        yield url, nowhere
-    finally:
-        stop("prometheus", run_dir)
-        httpd.shutdown()
-        httpd.server_close()
+    with LocalServer(exposition) as exporter:
+        target = f"127.0.0.1:{exporter.port}"
+        config = {
+            "global": {"scrape_interval": "10s", "external_labels": {"cluster": "eu1", "replica": "a"}},
+            "rule_files": [str(tmp / "rules.yml")],
+            "scrape_configs": [
+                {"job_name": "fast", "scrape_interval": "1s", "static_configs": [{"targets": [target]}]},
+                {"job_name": "normal", "scrape_interval": "15s", "metrics_path": "/empty",
+                 "static_configs": [{"targets": [target]}]},
+            ],
+            "remote_write": [{"url": f"http://127.0.0.1:{nowhere}/api/v1/push"}],
+        }
+        with local_prometheus(tmp, config, "--no-storage.tsdb.wal-compression", "--storage.tsdb.retention.time=30d",
+                              "--scrape.discovery-reload-interval=1s",
+                              "--storage.remote.flush-deadline=1s") as url:  # nothing listens there
+            with prometheus_client(url, retries=1) as client:
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline and not server_facts(client, datetime.now(tz=UTC)).series_by_job:
+                    time.sleep(0.3)
+            yield url, nowhere
 
 
 def test_misconfigured_prometheus_has_every_finding(misconfigured: Any) -> None:
@@ -127,7 +96,7 @@ def test_misconfigured_prometheus_has_every_finding(misconfigured: Any) -> None:
     table = load_price_table()
     prices = AuditPrices.from_table(table, disk_gb_month=0.08)
     at = datetime.now(tz=UTC)
-    with _client(url) as client:
+    with prometheus_client(url, retries=1) as client:
         facts = server_facts(client, at)
         findings = audit_source(client, "bad", at, prices, "t", head_series=120_000)
     assert facts.series_by_job["fast"] == FAST_SERIES and facts.series_by_job.get("normal", 0) == 0
@@ -169,7 +138,7 @@ def test_misconfigured_prometheus_rows_fit_the_dataset(misconfigured: Any) -> No
     """What the DAG's config_audit task returns: rows that fit ``config_findings`` and pass its checks."""
     url, _ = misconfigured
     at = (datetime.now(tz=UTC) + timedelta(seconds=1)).replace(microsecond=0)  # not before the first scrape
-    with _client(url) as client:
+    with prometheus_client(url, retries=1) as client:
         rows = audit_config_rows(client, "bad", "", at, load_price_table(), window_start=at - timedelta(days=1))
     table = CONFIG_FINDINGS.table(rows)
     assert table.num_rows == 5 and set(table.column("window_end").to_pylist()) == {at}

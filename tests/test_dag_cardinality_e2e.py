@@ -15,6 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from devstack import slack_sink
+from tests.support.dags import load_dag
+from tests.support.net import free_port
 from traceo_finops.prometheus import PrometheusClient, SourceSpec
 
 pytestmark = [pytest.mark.dag, pytest.mark.integration]
@@ -24,11 +26,7 @@ SETTLED = timedelta(seconds=30)  # > the devstack's scrape_timeout (10 s) + inte
 
 @pytest.fixture
 def cardinality_dag(airflow_db: Path) -> Any:
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(ROOT / "dags" / "finops_cardinality.py"))
-    assert bag.import_errors == {}
-    return bag.get_dag("finops_cardinality")
+    return load_dag("finops_cardinality")
 
 
 def _differences(table: Any, env: dict[str, str]) -> dict[str, tuple[int | None, int | None]]:
@@ -184,11 +182,8 @@ def test_slack_500_then_200_is_retried(devstack: dict[str, str], finops_config: 
 def test_unreachable_prometheus_fails_the_run_and_records_why(
         devstack: dict[str, str], finops_config: Path, cardinality_dag: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     import json
-    import socket
 
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nothing listens on it
     monkeypatch.setenv("AIRFLOW_CONN_PROMETHEUS_DEFAULT", json.dumps(
         {"conn_type": "http", "host": f"http://127.0.0.1:{port}", "extra": {"timeout": 1, "retries": 0}}))
     for t in cardinality_dag.tasks:  # dag.test() would otherwise wait out the production retry delays

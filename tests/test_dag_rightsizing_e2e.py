@@ -13,18 +13,14 @@ import pytest
 import yaml
 
 from devstack import slack_sink
+from tests.support.dags import load_dag
 
 pytestmark = [pytest.mark.dag, pytest.mark.integration]
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
 def rightsizing_dag(airflow_db: Path) -> Any:
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(ROOT / "dags" / "finops_rightsizing.py"))
-    assert bag.import_errors == {}
-    return bag.get_dag("finops_rightsizing")
+    return load_dag("finops_rightsizing")
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from devstack.exporter import HIGH_CARDINALITY_LABEL, UNUSED_METRIC, app_familie
 from devstack.history import rolling_rate, workload_truth
 from devstack.replayer import dashboard_usage, promql_refs, rule_expressions
 from devstack.workloads import build_world
+from tests.support.net import free_port
 
 ASSETS = prom_stack.ASSETS
 SCRAPE_SYNTHETIC = {"up", "scrape_duration_seconds", "scrape_samples_scraped",
@@ -32,12 +33,6 @@ SCRAPE_SYNTHETIC = {"up", "scrape_duration_seconds", "scrape_samples_scraped",
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _api(url: str, path: str, **params: Any) -> Any:
@@ -72,7 +67,7 @@ def _workload(gt: dict[str, Any], profile: str, **match: Any) -> dict[str, Any]:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     state = tmp_path_factory.mktemp("devstack")
     t0 = time.monotonic()
-    info = prom_stack.up(state, port=_free_port(), exporter_port=_free_port(), seed=42)
+    info = prom_stack.up(state, port=free_port(), exporter_port=free_port(), seed=42)
     elapsed = time.monotonic() - t0
     gt = json.loads(Path(info["ground_truth"]).read_text())
     print(f"\nprom_stack.up() took {elapsed:.1f}s; phases: {gt['timings']}; history series "

@@ -24,6 +24,7 @@ from botocore.exceptions import ClientError
 
 from devstack import __main__ as devstack_cli
 from devstack import proc, s3_stack, slack_sink
+from tests.support.net import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -32,12 +33,6 @@ ULID_RE = r"[0-9A-HJKMNP-TV-Z]{26}"
 DAY_MS = 86_400_000
 KB128 = 128 * 1024
 SPAN_BY_LEVEL_MIMIR = {1: 2 * 3_600_000, 2: 12 * 3_600_000, 3: DAY_MS, 4: DAY_MS}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def decode_ulid_ms(ulid: str) -> int:

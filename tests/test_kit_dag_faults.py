@@ -22,14 +22,10 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import socket
-import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -39,19 +35,16 @@ import pytest
 import yaml
 
 from devstack import slack_sink
-from devstack.proc import spawn, stop, wait_http
+from tests.support.dags import load_dag
+from tests.support.net import free_port
+from tests.support.prometheus import KEEP_HISTORY, backfill_openmetrics, local_prometheus, om_sample
+from tests.support.servers import Answer, LocalServer
+from tests.support.slack import private_sink
 
-ROOT = Path(__file__).resolve().parents[1]
 MIB = 2**20
 EDGE_SCRAPE = 120  # the private Prometheus' scrape interval (s); the devstack's history has one sample a minute
 HISTORY = "6h"
 NAMESPACES = "checkout|edge"  # one devstack namespace and the private Prometheus' one: small, quick runs
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---- processes -------------------------------------------------------------------------------------------
@@ -87,8 +80,7 @@ def _edge_history(end: int) -> str:
                                                          **kubelet}, 200 * MIB) for pod in pods]
     lines = []
     for metric, labels, value in families:  # OpenMetrics: one family's samples together, in time order
-        inner = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-        lines += [f"{metric}{{{inner}}} {value(t) if callable(value) else value} {t}\n" for t in times]
+        lines += [om_sample(metric, labels, value(t) if callable(value) else value, t) for t in times]
     return "".join(lines) + "# EOF\n"
 
 
@@ -96,60 +88,28 @@ def _edge_history(end: int) -> str:
 def edge_prometheus(end: datetime, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A private Prometheus 2.42 scraping every 2 m, holding the ``edge`` history up to ``end``."""
     root = tmp_path_factory.mktemp("edge-prom")
-    om = root / "history.om"
-    om.write_text(_edge_history(int(end.timestamp()) - 30))
-    out = subprocess.run(["/usr/bin/promtool", "tsdb", "create-blocks-from", "openmetrics", "--quiet", str(om),
-                          str(root / "data")], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    port = _free_port()
-    config = root / "prometheus.yml"
-    config.write_text(f"global: {{scrape_interval: {EDGE_SCRAPE}s}}\nscrape_configs: []\n")
-    run = root / "run"
-    spawn("prometheus", ["/usr/bin/prometheus", f"--config.file={config}", f"--storage.tsdb.path={root / 'data'}",
-                         "--storage.tsdb.retention.time=3650d", f"--web.listen-address=127.0.0.1:{port}"],
-          run, cwd=root)
+    backfill_openmetrics(_edge_history(int(end.timestamp()) - 30), root / "data")
     try:
-        wait_http(f"http://127.0.0.1:{port}/-/ready", timeout=60, name="prometheus", log=run / "prometheus.log")
-        yield f"http://127.0.0.1:{port}"
+        with local_prometheus(root, f"global: {{scrape_interval: {EDGE_SCRAPE}s}}\nscrape_configs: []\n",
+                              KEEP_HISTORY) as url:
+            yield url
     finally:
-        stop("prometheus", run)
         shutil.rmtree(root / "data", ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
 def sink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Slack sink of this module's own (the devstack's is shared with other tests that reset it)."""
-    state = tmp_path_factory.mktemp("slack")
-    info = slack_sink.up(state, port=_free_port())
-    try:
-        yield info["url"]
-    finally:
-        slack_sink.down(state)
+    with private_sink(tmp_path_factory.mktemp("slack")) as url:
+        yield url
 
 
 @pytest.fixture
 def refuser() -> Iterator[str]:
     """An HTTP server that answers every request with 500 (a broken proxy in front of a Prometheus)."""
-    class Refuse(BaseHTTPRequestHandler):
-        def _refuse(self) -> None:
-            body = b"upstream connect error or disconnect/reset before headers\n"
-            self.send_response(500)
-            self.send_header("Content-Type", "text/plain")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        do_GET = do_POST = _refuse
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
+    refuse = Answer(500, b"upstream connect error or disconnect/reset before headers\n", "text/plain")
+    with LocalServer(lambda _: refuse) as server:
+        yield server.url
 
 
 # ---- configuration, connections, the DAG ---------------------------------------------------------------
@@ -162,7 +122,7 @@ SECRETS = {"prometheus": f"prom-pw-{uuid.uuid4().hex}", "slack": f"hooktoken{uui
 @pytest.fixture
 def conns(devstack: dict[str, str], sink: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """Connections: a Slack webhook whose path carries a token, a closed port behind basic auth."""
-    closed = _free_port()
+    closed = free_port()
     monkeypatch.setenv("AIRFLOW_CONN_SLACK_FINOPS", json.dumps({
         "conn_type": "slackwebhook", "schema": "http", "host": sink.removeprefix("http://"),
         "password": f"services/T0FAULTS/B0FAULTS/{SECRETS['slack']}"}))
@@ -185,11 +145,7 @@ DEVSTACK = {"name": "devstack", "conn_id": "prometheus_default"}
 
 @pytest.fixture
 def rightsizing_dag(airflow_db: Path) -> Any:
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(ROOT / "dags" / "finops_rightsizing.py"))
-    assert bag.import_errors == {}
-    return bag.get_dag("finops_rightsizing")
+    return load_dag("finops_rightsizing")
 
 
 def _no_retries(dag: Any, monkeypatch: pytest.MonkeyPatch, keep: tuple[str, ...] = ()) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import ast
 import json
 import re
-import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +17,8 @@ import pytest
 import yaml
 
 from devstack import slack_sink
+from tests.support.net import free_port
+from tests.support.slack import private_sink
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "add-a-workflow.md"
@@ -32,21 +33,11 @@ def _doc_dag() -> str:
     return match.group(1)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def sink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Slack sink of this module's own (the devstack's is shared with other tests that reset it)."""
-    state = tmp_path_factory.mktemp("slack")
-    info = slack_sink.up(state, port=_free_port())
-    try:
-        yield info["url"]
-    finally:
-        slack_sink.down(state)
+    with private_sink(tmp_path_factory.mktemp("slack")) as url:
+        yield url
 
 
 @pytest.fixture
@@ -173,7 +164,7 @@ def test_the_doc_dag_runs_and_publishes_one_committed_set(example_dag: Any, devs
 @pytest.mark.integration
 def test_the_doc_dag_keeps_the_failure_policy(example_dag: Any, finops_config: Path, sink: str,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    closed = f"127.0.0.1:{_free_port()}"
+    closed = f"127.0.0.1:{free_port()}"
     monkeypatch.setenv("AIRFLOW_CONN_PROM_GONE", json.dumps(
         {"conn_type": "http", "host": f"http://{closed}", "extra": {"timeout": 2, "retries": 0}}))
     cfg = yaml.safe_load(finops_config.read_text())

@@ -7,14 +7,11 @@ import base64
 import json
 import logging
 import re
-import socket
 import subprocess
-import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -23,7 +20,9 @@ import promql_parser
 import pytest
 import yaml
 
-from devstack.proc import spawn, stop, wait_http
+from tests.support.net import free_port
+from tests.support.prometheus import PROMETHEUS, local_prometheus, prometheus_client
+from tests.support.servers import Answer, Request, ScriptedServer
 from traceo_finops.prometheus import (
     PrometheusAuthError,
     PrometheusBadResponse,
@@ -45,74 +44,12 @@ TOKEN = base64.b64encode(f"{LOGIN}:{PASSWORD}".encode()).decode()
 TRICKY = 'quote " back\\slash\nnewline\ttab ünï 😀 {a="b"} \u2028'
 
 
-# ---- a tiny real HTTP server ---------------------------------------------------------------------
-
-@dataclass
-class Answer:
-    status: int = 200
-    body: bytes | Callable[[Hit], bytes] = b""
-    content_type: str = "application/json"
-    headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0
-
-
-@dataclass
-class Hit:
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]
-
-
-class Server:
-    """ThreadingHTTPServer on 127.0.0.1:<random>; each path answers its scripted answers in turn
-    (the last one repeats) and every request is recorded."""
-
-    def __init__(self) -> None:
-        self.routes: dict[str, list[Answer]] = {}
-        self.hits: list[Hit] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                parts = urlsplit(self.path)
-                hit = Hit(parts.path, parse_qs(parts.query), dict(self.headers.items()))
-                server.hits.append(hit)
-                missing = Answer(404, b"404 page not found\n", "text/plain")
-                answers = server.routes.get(parts.path) or [missing]
-                answer = answers.pop(0) if len(answers) > 1 else answers[0]
-                time.sleep(answer.delay)
-                body = answer.body(hit) if callable(answer.body) else answer.body
-                self.send_response(answer.status)
-                self.send_header("Content-Type", answer.content_type)
-                self.send_header("Content-Length", str(len(body)))
-                for name, value in answer.headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.httpd.handle_error = lambda *args: None  # a client that timed out closed the socket
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
-
-    def route(self, path: str, *answers: Answer) -> None:
-        self.routes[path] = list(answers)
-
-    def hits_for(self, path: str) -> list[Hit]:
-        return [h for h in self.hits if h.path == path]
-
+# ---- a scripted real HTTP server (tests.support.servers) ---------------------------------------------
 
 @pytest.fixture
-def server():
-    srv = Server()
-    thread = threading.Thread(target=srv.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield srv
-    srv.httpd.shutdown()
-    srv.httpd.server_close()
+def server() -> Iterator[ScriptedServer]:
+    with ScriptedServer() as srv:
+        yield srv
 
 
 def _index() -> dict[str, tuple[int, str, str]]:
@@ -146,19 +83,18 @@ def recorded(name: str) -> Recorded:
     return Recorded(Answer(status, body, ctype), parts.path, parse_qs(parts.query), body)
 
 
-def serve(server: Server, name: str) -> Recorded:
+def serve(server: ScriptedServer, name: str) -> Recorded:
     rec = recorded(name)
     server.route(rec.path, rec.answer)
     return rec
 
 
-def client_for(server: Server, path: str = "", **spec: Any) -> PrometheusClient:
-    values = {"name": "devstack", "base_url": server.url + path, "retries": 2, "backoff_factor": 0,
-              "timeout": 5, **spec}
-    return PrometheusClient(SourceSpec(**values))
+def client_for(server: ScriptedServer, path: str = "", **spec: Any) -> PrometheusClient:
+    return prometheus_client(server.url + path, **{"name": "devstack", "retries": 2, "backoff_factor": 0, "timeout": 5,
+                                                   **spec})
 
 
-def assert_params_sent(hit: Hit, rec: Recorded) -> None:
+def assert_params_sent(hit: Request, rec: Recorded) -> None:
     """Every parameter the recorder sent was sent the same way by the client."""
     for key, values in rec.query.items():
         assert hit.query.get(key) == values, key
@@ -166,12 +102,6 @@ def assert_params_sent(hit: Hit, rec: Recorded) -> None:
 
 def _json(obj: Any) -> bytes:
     return json.dumps(obj).encode()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # ---- SourceSpec and the selector helper ----------------------------------------------------------
@@ -543,7 +473,7 @@ def test_missing_keys(server):
 @pytest.mark.unit
 def test_connection_refused(caplog):
     caplog.set_level(logging.DEBUG)
-    port = _free_port()
+    port = free_port()
     client = PrometheusClient(SourceSpec(name="devstack", base_url=f"http://127.0.0.1:{port}", retries=1,
                                          backoff_factor=0, password=PASSWORD, login=LOGIN))
     calls = ((client.tsdb_status, "/api/v1/status/tsdb"), (lambda: client.query("up"), "/api/v1/query"))
@@ -581,20 +511,14 @@ def _eventually(probe: Callable[[], Any], timeout: float = 30.0) -> Any:
 
 @pytest.mark.integration
 def test_real_prometheus(tmp_path):
-    port = _free_port()
+    port = free_port()
     rules = tmp_path / "rules.yml"
     rules.write_text("groups:\n- name: finops-test\n  interval: 1s\n  rules:\n"
                      "  - record: job:up:sum\n    expr: sum by (job) (up)\n")
-    config = tmp_path / "prometheus.yml"
-    config.write_text(yaml.safe_dump({
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"}, "rule_files": [str(rules)],
-        "scrape_configs": [{"job_name": "self", "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}]}))
-    data, run_dir = tmp_path / "data", tmp_path / "run"
-    spawn("prometheus", ["/usr/bin/prometheus", f"--config.file={config}", f"--storage.tsdb.path={data}",
-                         f"--web.listen-address=127.0.0.1:{port}"], run_dir, cwd=tmp_path)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/-/ready", timeout=60, name="prometheus",
-                  log=run_dir / "prometheus.log")
+    config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"}, "rule_files": [str(rules)],
+              "scrape_configs": [{"job_name": "self", "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}]}
+    data = tmp_path / "data"
+    with local_prometheus(tmp_path, config, data=data, port=port):
         spec = SourceSpec.from_connection_fields("itest", "127.0.0.1", port, "http", None, None,
                                                  {"timeout": 10, "retries": 1})
         with PrometheusClient(spec) as client:
@@ -611,7 +535,7 @@ def test_real_prometheus(tmp_path):
             assert flags["web.listen-address"] == f"127.0.0.1:{port}"
             assert flags["storage.tsdb.path"] == str(data)
             assert yaml.safe_load(client.config_yaml())["scrape_configs"][0]["job_name"] == "self"
-            version = subprocess.run(["/usr/bin/prometheus", "--version"], capture_output=True, text=True)
+            version = subprocess.run([PROMETHEUS, "--version"], capture_output=True, text=True)
             assert client.buildinfo()["version"] in version.stdout + version.stderr
             assert "storageRetention" in client.runtimeinfo()
 
@@ -634,5 +558,3 @@ def test_real_prometheus(tmp_path):
             with pytest.raises(PrometheusHTTPError, match=r"GET http://127\.0\.0\.1:\d+/api/v1/query "
                                                           r"answered HTTP 400: bad_data: "):
                 client.query("sum(")
-    finally:
-        stop("prometheus", run_dir)

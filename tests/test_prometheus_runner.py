@@ -8,12 +8,14 @@ import operator
 import re
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from tests.test_prometheus_client import Answer, Hit, Server, _free_port
+from tests.support.net import free_port
+from tests.support.servers import Answer, Request, ScriptedServer
 from traceo_finops.cardinality.collect import collect_series_by_metric
 from traceo_finops.prometheus import (
     PrometheusAuthError,
@@ -35,16 +37,12 @@ AT = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def server():
-    srv = Server()
-    thread = threading.Thread(target=srv.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield srv
-    srv.httpd.shutdown()
-    srv.httpd.server_close()
+def server() -> Iterator[ScriptedServer]:
+    with ScriptedServer() as srv:
+        yield srv
 
 
-def _echo(hit: Hit) -> bytes:
+def _echo(hit: Request) -> bytes:
     """A vector with one sample whose label ``q`` is the query asked: shows which piece each answer is for."""
     sample = {"metric": {"q": hit.query["query"][0]}, "value": [0, "1"]}
     return json.dumps({"status": "success", "data": {"resultType": "vector", "result": [sample]}}).encode()
@@ -74,7 +72,7 @@ def _ask(runner: QueryRunner, piece: list[str]) -> list[str]:
     return [s["metric"]["q"] for s in answer]
 
 
-def _asked(server: Server) -> list[str]:
+def _asked(server: ScriptedServer) -> list[str]:
     return [h.query["query"][0] for h in server.hits_for("/api/v1/query")]
 
 
@@ -110,7 +108,7 @@ def test_no_connection_is_its_own_verdict() -> None:
     (Answer(504, b"<html>504 Gateway Time-out</html>", "text/html"), "timeout"),
     (Answer(200, _echo, delay=1.0), "timeout"),  # no answer within the client's timeout (0.3 s)
 ])
-def test_a_piece_the_server_gives_up_on_is_split(server: Server, failure: Answer, verdict: str) -> None:
+def test_a_piece_the_server_gives_up_on_is_split(server: ScriptedServer, failure: Answer, verdict: str) -> None:
     server.route("/api/v1/query", failure, OK, OK)
     with _runner(server.url, timeout=0.3) as runner:
         assert _ask(runner, ["a", "b", "c", "d"]) == ["a|b", "c|d"]
@@ -120,7 +118,7 @@ def test_a_piece_the_server_gives_up_on_is_split(server: Server, failure: Answer
                      "refused": int(verdict == "refused")}
 
 
-def test_a_busy_server_is_retried_honouring_retry_after_not_split(server: Server) -> None:
+def test_a_busy_server_is_retried_honouring_retry_after_not_split(server: ScriptedServer) -> None:
     sleeps: list[float] = []
     server.route("/api/v1/query", Answer(503, b"busy", "text/plain", {"Retry-After": "2"}),
                  Answer(429, b"slow down", "text/plain"), OK)
@@ -131,7 +129,7 @@ def test_a_busy_server_is_retried_honouring_retry_after_not_split(server: Server
     assert sleeps == [2.0, 0.2]  # Retry-After's 2 s over the first backoff (0.1 s); then the backoff doubles
 
 
-def test_retry_after_is_honoured_for_real(server: Server) -> None:
+def test_retry_after_is_honoured_for_real(server: ScriptedServer) -> None:
     server.route("/api/v1/query", Answer(429, b"slow down", "text/plain", {"Retry-After": "1"}), OK)
     started = time.monotonic()
     with _runner(server.url, backoff_factor=0) as runner:
@@ -139,7 +137,7 @@ def test_retry_after_is_honoured_for_real(server: Server) -> None:
     assert time.monotonic() - started >= 0.9 and len(server.hits) == 2
 
 
-def test_a_503_that_outlasts_its_retries_is_split(server: Server) -> None:
+def test_a_503_that_outlasts_its_retries_is_split(server: ScriptedServer) -> None:
     sleeps: list[float] = []
     busy = Answer(503, b"Service Unavailable", "text/plain")
     server.route("/api/v1/query", busy, busy, busy, OK, OK)
@@ -149,7 +147,7 @@ def test_a_503_that_outlasts_its_retries_is_split(server: Server) -> None:
     assert _asked(server) == ["a|b|c"] * 3 + ["a", "b|c"]
 
 
-def test_a_piece_that_cannot_be_split_is_refused_once(server: Server) -> None:
+def test_a_piece_that_cannot_be_split_is_refused_once(server: ScriptedServer) -> None:
     sleeps: list[float] = []
     server.route("/api/v1/query", _error(422, "execution", "query processing would load too many samples"))
     with _runner(server.url, sleeps) as runner, pytest.raises(PrometheusQueryTooLarge) as err:
@@ -160,7 +158,7 @@ def test_a_piece_that_cannot_be_split_is_refused_once(server: Server) -> None:
     assert err.value.status == 422 and sleeps == []
 
 
-def test_a_lone_piece_that_times_out_is_retried_then_given_up(server: Server) -> None:
+def test_a_lone_piece_that_times_out_is_retried_then_given_up(server: ScriptedServer) -> None:
     sleeps: list[float] = []
     server.route("/api/v1/query", _error(503, "timeout", "query timed out in expression evaluation"))
     with _runner(server.url, sleeps) as runner, pytest.raises(PrometheusQueryTooLarge, match="timing out on"):
@@ -168,18 +166,18 @@ def test_a_lone_piece_that_times_out_is_retried_then_given_up(server: Server) ->
     assert _asked(server) == ["a"] * 3 and sleeps == [0.1, 0.2]
 
 
-def test_fatal_answers_are_not_retried(server: Server) -> None:
+def test_fatal_answers_are_not_retried(server: ScriptedServer) -> None:
     server.route("/api/v1/query", _error(400, "bad_data", "parse error"))
     with _runner(server.url) as runner, pytest.raises(PrometheusHTTPError, match="HTTP 400: bad_data: parse error"):
         _ask(runner, ["a", "b"])
     assert len(server.hits) == 1
 
 
-def test_concurrency_is_bounded_and_results_keep_their_order(server: Server) -> None:
+def test_concurrency_is_bounded_and_results_keep_their_order(server: ScriptedServer) -> None:
     lock = threading.Lock()
     running, peak = [0], [0]
 
-    def slow(hit: Hit) -> bytes:
+    def slow(hit: Request) -> bytes:
         with lock:
             running[0] += 1
             peak[0] = max(peak[0], running[0])
@@ -199,7 +197,7 @@ def test_concurrency_is_bounded_and_results_keep_their_order(server: Server) -> 
 # ---- a server that takes no connection ------------------------------------------------------------------------
 
 def _dead_spec(**extra: Any) -> SourceSpec:
-    return SourceSpec(name="dead", base_url=f"http://127.0.0.1:{_free_port()}", login="finops", password=PASSWORD,
+    return SourceSpec(name="dead", base_url=f"http://127.0.0.1:{free_port()}", login="finops", password=PASSWORD,
                       retries=3, **extra)
 
 
@@ -250,8 +248,8 @@ def test_a_host_that_does_not_resolve_is_said_plainly() -> None:
     assert time.monotonic() - started < 15
 
 
-def test_the_client_alone_tells_refused_from_other_failures(server: Server) -> None:
-    port = _free_port()
+def test_the_client_alone_tells_refused_from_other_failures(server: ScriptedServer) -> None:
+    port = free_port()
     with PrometheusClient(SourceSpec(name="dead", base_url=f"http://127.0.0.1:{port}", retries=0)) as client, \
             pytest.raises(PrometheusUnreachable) as err:
         client.labels()

@@ -10,18 +10,17 @@ No Mimir runs here: the last case is a small local HTTP server that answers like
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
-import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from devstack.proc import spawn, stop, wait_http
+from tests.support.net import free_port
+from tests.support.prometheus import KEEP_HISTORY, backfill_openmetrics, local_prometheus, om_sample
+from tests.support.servers import Answer, LocalServer, Request
 from traceo_finops.prometheus import PrometheusAuthError, SourceSpec
 from traceo_finops.quality import check
 from traceo_finops.rightsizing.collect import collect_batch, plan
@@ -42,15 +41,8 @@ KSM = {"job": "kube-state-metrics", "instance": "ksm:8080"}
 KUBELET = {"job": "kubelet", "instance": "node-1:10250", "node": "node-1"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _line(metric: str, labels: dict[str, str], value: float | str, k: int) -> str:
-    inner = ",".join(f'{n}="{v}"' for n, v in sorted(labels.items()))
-    return f"{metric}{{{inner}}} {value} {START + k * STEP}\n"
+    return om_sample(metric, labels, value, START + k * STEP)
 
 
 def _history() -> str:
@@ -155,35 +147,26 @@ def _history() -> str:
 @pytest.fixture(scope="module")
 def blocks(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("bad-history")
-    om = root / "history.om"
-    om.write_text(_history())
-    out = subprocess.run(["/usr/bin/promtool", "tsdb", "create-blocks-from", "openmetrics", "--quiet",
-                          str(om), str(root / "data")], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
+    backfill_openmetrics(_history(), root / "data")
     return root / "data"
 
 
-def _prometheus(root: Path, data: Path, *flags: str) -> Iterator[str]:
-    port = _free_port()
-    config = root / "prometheus.yml"
-    config.write_text(f"global: {{scrape_interval: 1s}}\nscrape_configs:\n- job_name: self\n  static_configs:\n"
-                      f"  - targets: ['127.0.0.1:{port}']\n")
-    run = root / "run"
-    spawn("prometheus", ["/usr/bin/prometheus", f"--config.file={config}", f"--storage.tsdb.path={data}",
-                         "--storage.tsdb.retention.time=3650d", f"--web.listen-address=127.0.0.1:{port}", *flags],
-          run, cwd=root)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/-/ready", timeout=60, name="prometheus", log=run / "prometheus.log")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop("prometheus", run)
+@contextmanager
+def _prometheus(root: Path, *flags: str) -> Iterator[str]:
+    """A Prometheus on ``root/data`` that scrapes only itself."""
+    port = free_port()
+    config = (f"global: {{scrape_interval: 1s}}\nscrape_configs:\n- job_name: self\n  static_configs:\n"
+              f"  - targets: ['127.0.0.1:{port}']\n")
+    with local_prometheus(root, config, KEEP_HISTORY, *flags, port=port) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def crafted(blocks: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("prom-crafted")
     shutil.copytree(blocks, root / "data")
-    yield from _prometheus(root, root / "data")
+    with _prometheus(root) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +176,8 @@ def strict(blocks: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
     (12 series x 577 points, twice while filtered) does not."""
     root = tmp_path_factory.mktemp("prom-strict")
     shutil.copytree(blocks, root / "data")
-    yield from _prometheus(root, root / "data", "--query.max-samples=6000")
+    with _prometheus(root, "--query.max-samples=6000") as url:
+        yield url
 
 
 def _size(url: str, max_samples: int = 5_000_000) -> dict[str, Any]:
@@ -295,44 +279,28 @@ def test_batches_the_server_refuses_are_split_and_retried(strict: str, sized: di
 
 
 def test_prometheus_without_kube_state_metrics_names_the_missing_metric(tmp_path: Path) -> None:
-    url = next(gen := _prometheus(tmp_path, tmp_path / "data"))
-    try:
+    with _prometheus(tmp_path) as url:
         spec = SourceSpec(name="bare", base_url=url)
         with pytest.raises(MissingMetricError, match="missing metrics kube_pod_owner") as err:
             plan(spec, datetime.now(UTC), 86400, rate_window=300, max_points=11_000, max_samples_per_query=10**6)
         assert err.value.metrics == ["kube_pod_owner", "kube_pod_container_resource_requests",
                                      "container_cpu_usage_seconds_total", "container_memory_working_set_bytes"]
         assert "kube-state-metrics" in str(err.value) and "source 'bare'" in str(err.value)
-    finally:
-        gen.close()
 
 
 def test_wrong_mimir_tenant_is_a_clear_401(tmp_path: Path) -> None:
     """A stand-in for Mimir's auth gateway (no Mimir runs here): 401 unless the tenant is ``team-a``."""
     seen: list[str] = []
 
-    class Gateway(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            tenant = self.headers.get("X-Scope-OrgID", "")
-            seen.append(tenant)
-            body = b"the tenant is not authorized\n" if tenant else b"no org id\n"
-            self.send_response(401 if tenant != "team-a" else 200)
-            self.send_header("Content-Type", "text/plain")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def gateway(request: Request) -> Answer:
+        tenant = request.headers.get("X-Scope-OrgID", "")
+        seen.append(tenant)
+        body = b"the tenant is not authorized\n" if tenant else b"no org id\n"
+        return Answer(401 if tenant != "team-a" else 200, body, "text/plain")
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Gateway)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        spec = SourceSpec(name="prod-mimir", base_url=f"http://127.0.0.1:{server.server_port}", flavor="mimir",
-                          tenant="team-b", retries=0)
+    with LocalServer(gateway) as server:
+        spec = SourceSpec(name="prod-mimir", base_url=server.url, flavor="mimir", tenant="team-b", retries=0)
         with pytest.raises(PrometheusAuthError, match=r"HTTP 401 \(not authenticated for tenant 'team-b'") as err:
             plan(spec, datetime.now(UTC), 86400, rate_window=300, max_points=11_000, max_samples_per_query=10**6)
         assert err.value.status == 401 and "/prometheus/api/v1/label/__name__/values" in str(err.value)
         assert seen == ["team-b"]  # not retried: a wrong tenant stays wrong
-    finally:
-        server.shutdown()

@@ -8,8 +8,6 @@ its ground truth, and (b) a crafted CronJob of 48 hourly runs without job metric
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -17,8 +15,8 @@ from typing import Any
 import pytest
 
 from devstack.history import backfill, workload_truth
-from devstack.proc import spawn, stop, wait_http
 from devstack.workloads import World, build_world
+from tests.support.prometheus import KEEP_HISTORY, PROMTOOL, backfill_openmetrics, local_prometheus, om_sample
 from traceo_finops.prometheus import SourceSpec
 from traceo_finops.quality import check
 from traceo_finops.rightsizing.collect import collect_batch, plan
@@ -206,8 +204,7 @@ def _cron_history() -> str:
     lines: list[str] = []
 
     def line(metric: str, labels: dict[str, str], value: float, t: int) -> None:
-        inner = ",".join(f'{n}="{v}"' for n, v in sorted(labels.items()))
-        lines.append(f"{metric}{{{inner}}} {value} {t}\n")
+        lines.append(om_sample(metric, labels, value, t))
 
     for r in range(CRON_RUNS):
         t0 = CRON_START + r * 3600
@@ -237,35 +234,15 @@ def _jobs_world() -> World:
     return World(full.seed, full.history_minutes, full.nodes, tuple(w for w in full.workloads if w.kind == "Job"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, World]]:
     root = tmp_path_factory.mktemp("jobs")
     world = _jobs_world()
-    backfill(world, START, root / "data", root / "tmp", "/usr/bin/promtool", workers=1)
-    om = root / "cron.om"
-    om.write_text(_cron_history())
-    out = subprocess.run(["/usr/bin/promtool", "tsdb", "create-blocks-from", "openmetrics", "--quiet", str(om),
-                          str(root / "data")], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
+    backfill(world, START, root / "data", root / "tmp", PROMTOOL, workers=1)
+    backfill_openmetrics(_cron_history(), root / "data")
     shutil.rmtree(root / "tmp", ignore_errors=True)
-    port = _free_port()
-    config = root / "prometheus.yml"
-    config.write_text("global: {scrape_interval: 1m}\nscrape_configs: []\n")
-    run_dir = root / "run"
-    spawn("prometheus", ["/usr/bin/prometheus", f"--config.file={config}", f"--storage.tsdb.path={root / 'data'}",
-                         "--storage.tsdb.retention.time=3650d", f"--web.listen-address=127.0.0.1:{port}"],
-          run_dir, cwd=root)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/-/ready", timeout=60, name="prometheus", log=run_dir / "prometheus.log")
-        yield f"http://127.0.0.1:{port}", world
-    finally:
-        stop("prometheus", run_dir)
+    with local_prometheus(root, "global: {scrape_interval: 1m}\nscrape_configs: []\n", KEEP_HISTORY) as url:
+        yield url, world
 
 
 @pytest.fixture(scope="module")

@@ -21,17 +21,16 @@ from typing import Any
 import pytest
 import yaml
 from botocore.validate import validate_parameters
-from s3tiering_support import (
+
+from tests.support.s3 import (
     answer,
     aws_conn_env,
     client,
     deny,
     lifecycle_rules,
-    private_s3,
     record_requests,
     restore_lifecycles,
 )
-
 from traceo_finops.config import ConfigError, FinopsConfig
 from traceo_finops.pricing import load_price_table
 from traceo_finops.quality import check
@@ -59,18 +58,6 @@ from traceo_finops.s3tiering.workflow import (
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
 REPORT_DATE = date(2026, 11, 28)
-
-
-@pytest.fixture(scope="module")
-def moto() -> dict[str, Any]:
-    return private_s3()
-
-
-@pytest.fixture
-def s3(moto: dict[str, Any]) -> Any:
-    c = client(moto["endpoint_url"])
-    yield c
-    restore_lifecycles(c, moto["truth"])
 
 
 @pytest.fixture(scope="module")

@@ -11,31 +11,31 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from s3tiering_support import aws_conn_env, client, free_port, lifecycle_rules, private_s3, record_requests
 
 from devstack import slack_sink
+from tests.support.dags import load_dag
+from tests.support.s3 import aws_conn_env, client, lifecycle_rules, private_s3, record_requests
+from tests.support.slack import private_sink
 from traceo_finops import airflow_adapter
 
 pytestmark = [pytest.mark.dag, pytest.mark.integration]
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def sink() -> Any:
-    state = Path(tempfile.mkdtemp(prefix="traceo-s3tiering-slack-"))
-    info = slack_sink.up(state, port=free_port())
-    yield info
-    slack_sink.down(state)
+def sink() -> Iterator[str]:
+    with private_sink(Path(tempfile.mkdtemp(prefix="traceo-s3tiering-slack-"))) as url:
+        yield url
 
 
 @pytest.fixture
-def env(finops_config: Path, sink: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+def env(finops_config: Path, sink: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     moto = private_s3()
     cfg = yaml.safe_load(finops_config.read_text())
     cfg["buckets"] = [
@@ -47,7 +47,7 @@ def env(finops_config: Path, sink: Any, monkeypatch: pytest.MonkeyPatch) -> dict
     finops_config.write_text(yaml.safe_dump(cfg))
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", aws_conn_env(moto["endpoint_url"]))
     monkeypatch.setenv("AIRFLOW_CONN_SLACK_FINOPS", json.dumps(
-        {"conn_type": "slackwebhook", "schema": "http", "host": sink["url"].removeprefix("http://"),
+        {"conn_type": "slackwebhook", "schema": "http", "host": sink.removeprefix("http://"),
          "password": slack_sink.WEBHOOK_PATH.lstrip("/")}))
     # Record every write any task sends: dag.test() runs the tasks in this process.
     sent: list[dict[str, Any]] = []
@@ -60,18 +60,14 @@ def env(finops_config: Path, sink: Any, monkeypatch: pytest.MonkeyPatch) -> dict
         return c
 
     monkeypatch.setattr(airflow_adapter, "s3_client", recording_client)
-    slack_sink.reset(sink["url"])
+    slack_sink.reset(sink)
     return {"moto": moto, "s3": client(moto["endpoint_url"]), "sent": sent, "sink": sink,
             "reports": finops_config.parent / "reports"}
 
 
 @pytest.fixture
 def tiering_dag(airflow_db: Path) -> Any:
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(ROOT / "dags" / "finops_s3_tiering.py"))
-    assert bag.import_errors == {}
-    return bag.get_dag("finops_s3_tiering")
+    return load_dag("finops_s3_tiering")
 
 
 def _writes(env: dict[str, Any]) -> list[dict[str, Any]]:
@@ -108,7 +104,7 @@ def test_dry_run_apply_and_rollback(env: dict[str, Any], tiering_dag: Any) -> No
         planned = request["LifecycleConfiguration"]["Rules"]
         assert planned[:2] == truth["mimir-blocks"]["lifecycle_rules"]  # the JSON to put keeps the foreign rules
         assert {r["ID"] for r in planned[2:]} >= proposed
-        posts = [r for r in slack_sink.received(env["sink"]["url"]) if r.get("delivered")]
+        posts = [r for r in slack_sink.received(env["sink"]) if r.get("delivered")]
         assert len(posts) == 1 and "Nothing was written to any bucket (dry run)" in json.dumps(posts[0]["body"])
 
         # 2. Apply: only mimir-blocks (apply: true) is written.
@@ -130,7 +126,7 @@ def test_dry_run_apply_and_rollback(env: dict[str, Any], tiering_dag: Any) -> No
         assert not any(r["applied"] for r in rows if r["bucket"] != "mimir-blocks")
         (backup,) = env["reports"].glob("_artifacts/s3_tiering_backups/report_date=*/mimir-blocks.*.json")
         assert json.loads(backup.read_text())["Rules"] == truth["mimir-blocks"]["lifecycle_rules"]
-        digest = json.dumps(slack_sink.received(env["sink"]["url"])[-1]["body"])
+        digest = json.dumps(slack_sink.received(env["sink"])[-1]["body"])
         assert "Written: mimir-blocks" in digest and "+finops-tier-" in digest
         assert "Not written: misc-logs, thanos-blocks not allowlisted" in digest
 
@@ -140,6 +136,6 @@ def test_dry_run_apply_and_rollback(env: dict[str, Any], tiering_dag: Any) -> No
         assert lifecycle_rules(s3, "mimir-blocks") == truth["mimir-blocks"]["lifecycle_rules"]
         assert [r["operation"] for r in _writes(env)] == ["PutBucketLifecycleConfiguration"] * 2
     finally:
-        from s3tiering_support import restore_lifecycles
+        from tests.support.s3 import restore_lifecycles
 
         restore_lifecycles(s3, env["moto"]["truth"])

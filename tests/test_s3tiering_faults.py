@@ -15,16 +15,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from s3tiering_support import (
+
+from tests.support.net import closed_port_url
+from tests.support.s3 import (
     FaultyProxy,
     client,
-    closed_port_url,
     is_lifecycle_write,
     lifecycle_rules,
-    private_s3,
-    restore_lifecycles,
 )
-
 from traceo_finops.config import FinopsConfig
 from traceo_finops.pricing import load_price_table
 from traceo_finops.reports import ReportStore
@@ -34,18 +32,6 @@ from traceo_finops.s3tiering.workflow import apply_or_rollback, plan_or_error
 pytestmark = pytest.mark.integration
 REPORT_DATE = date(2026, 11, 28)
 RUN = "manual__2026-11-28T10:00:00+00:00"
-
-
-@pytest.fixture(scope="module")
-def moto() -> dict[str, Any]:
-    return private_s3()
-
-
-@pytest.fixture
-def s3(moto: dict[str, Any]) -> Any:
-    c = client(moto["endpoint_url"])
-    yield c
-    restore_lifecycles(c, moto["truth"])
 
 
 @pytest.fixture(scope="module")

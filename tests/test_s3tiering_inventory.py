@@ -23,9 +23,10 @@ import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-from s3tiering_support import client, closed_port_url, private_s3, record_requests
 
 from devstack import s3_stack
+from tests.support.net import closed_port_url
+from tests.support.s3 import client, private_s3, record_requests
 from traceo_finops.config import FinopsConfig
 from traceo_finops.pricing import load_price_table
 from traceo_finops.s3tiering.errors import InventoryError, InventoryMissing, PlanError

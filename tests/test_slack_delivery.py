@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import traceback
@@ -30,6 +29,8 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from devstack import slack_sink
+from tests.support.net import free_port
+from tests.support.slack import private_sink
 from traceo_finops.airflow_adapter import slack_poster
 from traceo_finops.config import ConfigError
 from traceo_finops.reports import ReportStore
@@ -49,19 +50,11 @@ DAY = date(2026, 11, 27)
 LOGGERS = ("slack_sdk", "urllib3", "airflow", "traceo_finops")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def sink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A sink of our own: the shared devstack one is used by other tests, and scripted failures are global."""
-    state = tmp_path_factory.mktemp("slack-sink")
-    info = slack_sink.up(state, port=_free_port())
-    yield info["url"]
-    slack_sink.down(state)
+    with private_sink(tmp_path_factory.mktemp("slack-sink")) as url:
+        yield url
 
 
 @pytest.fixture
@@ -135,7 +128,7 @@ def test_webhook_errors_and_relay_echo_leak_no_token(fresh: str, monkeypatch: py
 @pytest.mark.integration
 def test_closed_port_leaks_no_token(monkeypatch: pytest.MonkeyPatch, all_logs: io.StringIO,
                                     capfd: pytest.CaptureFixture[str]) -> None:
-    token = webhook_conn(monkeypatch, "slack_leak_closed", f"127.0.0.1:{_free_port()}")
+    token = webhook_conn(monkeypatch, "slack_leak_closed", f"127.0.0.1:{free_port()}")
     with pytest.raises(SlackError, match="Connection refused") as err:
         slack_poster("slack_leak_closed")("secret check", [])
     out, errout = capfd.readouterr()

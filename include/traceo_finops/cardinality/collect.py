@@ -53,6 +53,7 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from traceo_finops.cardinality.errors import CensusSettingError
 from traceo_finops.config import mimir_tenant_problem
 from traceo_finops.prometheus import (
     LOOKBACK_DELTA,
@@ -396,11 +397,11 @@ def check_mimir_call(client: PrometheusClient, count_method: str) -> None:
     sees; a non-ASCII one would otherwise fail deep inside the HTTP library (headers are latin-1).
     """
     if count_method not in COUNT_METHODS:
-        raise ValueError(f"count_method must be one of {COUNT_METHODS}, got {count_method!r}")
+        raise CensusSettingError(f"count_method must be one of {COUNT_METHODS}, got {count_method!r}")
     tenant = client.spec.tenant
     problem = mimir_tenant_problem(tenant) if tenant is not None else None
     if problem:
-        raise ValueError(f"source {client.spec.name!r}: {problem}")
+        raise CensusSettingError(f"source {client.spec.name!r}: {problem}")
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,7 @@ import pyarrow as pa
 import yaml
 
 from traceo_finops.cardinality.collect import CENSUS_MARK
+from traceo_finops.cardinality.errors import ConfigAuditError
 from traceo_finops.pricing import HOURS_PER_MONTH, PriceTable
 from traceo_finops.prometheus import PrometheusClient, sample_int
 from traceo_finops.prometheus.promql import LOOKBACK_DELTA, parse_duration
@@ -107,10 +108,6 @@ BYTES_PER_GB = 1e9
 
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGTPE]?i?B)?", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4, "P": 1024**5, "E": 1024**6}
-
-
-class ConfigAuditError(ValueError):
-    """The flags or configuration cannot be read; the message names the source."""
 
 
 @dataclass(frozen=True)

@@ -12,25 +12,19 @@ from __future__ import annotations
 import atexit
 import http.client
 import json
-import socket
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from devstack import s3_stack
+from tests.support.net import free_port
+from tests.support.servers import Answer, LocalServer, Request
 
 _STACK: dict[str, Any] = {}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def private_s3() -> dict[str, Any]:
@@ -55,11 +49,6 @@ def client(endpoint_url: str, attempts: int | None = None) -> Any:
                         aws_secret_access_key=s3_stack.SECRET_KEY, region_name=s3_stack.REGION,
                         config=Config(retries={"total_max_attempts": attempts, "mode": "standard"}, connect_timeout=2,
                                       read_timeout=5))
-
-
-def closed_port_url() -> str:
-    """An endpoint on 127.0.0.1 where nothing listens: every request is refused."""
-    return f"http://127.0.0.1:{free_port()}"
 
 
 def aws_conn_env(endpoint_url: str) -> str:
@@ -87,67 +76,53 @@ def lifecycle_rules(s3: Any, bucket: str) -> list[dict[str, Any]] | None:
         raise
 
 
-class _Denied:
-    """What botocore expects back from a ``before-call`` handler that answers instead of S3."""
+@dataclass(frozen=True)
+class _StandIn:
+    """The HTTP response botocore expects back from a ``before-call`` handler that answers instead of S3."""
 
-    status_code = 403
-    headers: dict[str, str] = {}  # noqa: RUF012 - read-only stand-in
-    content = b""
+    status_code: int
+    headers: dict[str, str] = field(default_factory=dict)
+    content: bytes = b""
 
 
 @contextmanager
-def deny(s3: Any, operation: str) -> Iterator[list[dict[str, Any]]]:
+def _instead_of_s3(s3: Any, operation: str, status: int, parsed: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:
+    """Answer ``operation`` on this client with ``parsed`` (what botocore parses from an answer) and ``status``,
+    through a ``before-call`` hook: the request never leaves. Yields the list of calls it answered."""
+    calls: list[dict[str, Any]] = []
+
+    def handler(params: dict[str, Any], **_: Any) -> tuple[Any, dict[str, Any]]:
+        calls.append(params)
+        return _StandIn(status), {"ResponseMetadata": {"HTTPStatusCode": status}, **parsed}
+
+    event, unique_id = f"before-call.s3.{operation}", f"instead-{status}-{operation}"
+    s3.meta.events.register(event, handler, unique_id=unique_id)
+    try:
+        yield calls
+    finally:
+        s3.meta.events.unregister(event, unique_id=unique_id)
+
+
+def deny(s3: Any, operation: str) -> AbstractContextManager[list[dict[str, Any]]]:
     """Make ``operation`` answer 403 AccessDenied on this client.
 
     moto cannot deny anything, so a ``before-call`` hook short-circuits the request with an
     AccessDenied response; botocore then raises its own real ``ClientError`` from it, exactly as
     it does for an AWS answer. Yields the list of calls it denied.
     """
-    denied: list[dict[str, Any]] = []
-
-    def handler(params: dict[str, Any], **_: Any) -> tuple[Any, dict[str, Any]]:
-        denied.append(params)
-        return _Denied(), {"Error": {"Code": "AccessDenied", "Message": "Access Denied"},
-                           "ResponseMetadata": {"HTTPStatusCode": 403}}
-
-    event = f"before-call.s3.{operation}"
-    s3.meta.events.register(event, handler, unique_id=f"deny-{operation}")
-    try:
-        yield denied
-    finally:
-        s3.meta.events.unregister(event, unique_id=f"deny-{operation}")
+    return _instead_of_s3(s3, operation, 403, {"Error": {"Code": "AccessDenied", "Message": "Access Denied"}})
 
 
-class _Answered:
-    """A 200 stand-in for a ``before-call`` handler that answers instead of S3."""
-
-    status_code = 200
-    headers: dict[str, str] = {}  # noqa: RUF012 - read-only stand-in
-    content = b""
-
-
-@contextmanager
-def answer(s3: Any, operation: str, parsed: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:
+def answer(s3: Any, operation: str, parsed: dict[str, Any]) -> AbstractContextManager[list[dict[str, Any]]]:
     """Make ``operation`` answer ``parsed`` (what botocore would have parsed from S3's answer).
 
     For operations moto does not implement (ListBucketIntelligentTieringConfigurations: moto
     answers it with an object listing). Yields the list of calls it answered.
     """
-    calls: list[dict[str, Any]] = []
-
-    def handler(params: dict[str, Any], **_: Any) -> tuple[Any, dict[str, Any]]:
-        calls.append(params)
-        return _Answered(), {"ResponseMetadata": {"HTTPStatusCode": 200}, **parsed}
-
-    event = f"before-call.s3.{operation}"
-    s3.meta.events.register(event, handler, unique_id=f"answer-{operation}")
-    try:
-        yield calls
-    finally:
-        s3.meta.events.unregister(event, unique_id=f"answer-{operation}")
+    return _instead_of_s3(s3, operation, 200, parsed)
 
 
-class FaultyProxy:
+class FaultyProxy(LocalServer):
     """An HTTP proxy on 127.0.0.1 in front of moto that drops connections when told to.
 
     ``fault(method, target)`` (target: path and query) says what to do with each request:
@@ -160,56 +135,32 @@ class FaultyProxy:
     def __init__(self, upstream: str, fault: Callable[[str, str], str | None]):
         self.fault = fault
         self.seen: list[tuple[str, str, str]] = []
-        up = urlsplit(upstream)
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *_: Any) -> None:  # quiet
-                pass
-
-            def _any(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                what = proxy.fault(self.command, self.path)
-                proxy.seen.append((self.command, self.path, what or "forward"))
-                if what == "drop":
-                    self.close_connection = True
-                    return
-                conn = http.client.HTTPConnection(up.hostname, up.port, timeout=30)
-                try:
-                    headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "keep-alive")}
-                    conn.request(self.command, self.path, body=body, headers=headers)
-                    resp = conn.getresponse()
-                    payload = resp.read()
-                finally:
-                    conn.close()
-                if what == "lose-answer":
-                    self.close_connection = True
-                    return
-                self.send_response_only(resp.status, resp.reason)
-                for k, v in resp.getheaders():
-                    if k.lower() not in ("transfer-encoding", "connection", "content-length", "date", "server"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(payload)
-
-            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._upstream = urlsplit(upstream)
+        super().__init__(self._relay, protocol_version="HTTP/1.1")
 
     def __enter__(self) -> FaultyProxy:
-        self._thread.start()
+        super().__enter__()
         return self
 
-    def __exit__(self, *_: Any) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def _relay(self, request: Request) -> Answer | None:
+        what = self.fault(request.method, request.target)
+        self.seen.append((request.method, request.target, what or "forward"))
+        if what == "drop":
+            return None
+        conn = http.client.HTTPConnection(self._upstream.hostname, self._upstream.port, timeout=30)
+        try:
+            headers = {k: v for k, v in request.headers.items() if k.lower() not in ("connection", "keep-alive")}
+            conn.request(request.method, request.target, body=request.body, headers=headers)
+            resp = conn.getresponse()
+            payload = resp.read()
+        finally:
+            conn.close()
+        if what == "lose-answer":
+            return None
+        relayed = {k: v for k, v in resp.getheaders()
+                   if k.lower() not in ("transfer-encoding", "connection", "content-length", "date", "server",
+                                        "content-type")}
+        return Answer(resp.status, payload, resp.getheader("Content-Type"), relayed, reason=resp.reason)
 
 
 def is_lifecycle_write(method: str, target: str) -> bool:
