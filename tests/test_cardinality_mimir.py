@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_cardinality_collect import ACTIVE, FakeMimir, Series, _fixture, _mimir_client
+from tests.support.mimir import ACTIVE, FakeMimir, Series, _fixture, _mimir_client
 from traceo_finops.cardinality.config_audit import CHECK_NO_SERIES, CONFIG_FINDINGS
 from traceo_finops.cardinality.dataset import CARDINALITY, SHOWBACK, cardinality_digest
 from traceo_finops.cardinality.workflow import MimirSeriesCounter, audit_source, build
@@ -251,8 +251,12 @@ def test_valid_tenants_and_count_method_are_accepted() -> None:
     source = Source.model_validate({"name": "m", "flavor": "mimir", "tenants": ["team-a", "Org_1.prod!*'(x)"],
                                     "count_method": "active"})
     assert source.count_method == "active" and source.tenants[1] == "Org_1.prod!*'(x)"
-    assert Source.model_validate({"name": "m", "flavor": "mimir"}).count_method == "inmemory"
-    assert FinopsConfig.model_validate(_config({})).sources[0].count_method == "inmemory"
+    assert Source.model_validate({"name": "m", "flavor": "mimir"}).census_count_method == "inmemory"
+    assert FinopsConfig.model_validate(_config({})).sources[0].census_count_method == "inmemory"
+    # A valid configuration survives a round trip (dumped defaults are not "set" keys).
+    for cfg in (FinopsConfig.model_validate(_config({})),
+                FinopsConfig.model_validate({"sources": [{"name": "p"}]})):
+        assert FinopsConfig.model_validate(cfg.model_dump(mode="json")) == cfg
 
 
 @pytest.mark.unit

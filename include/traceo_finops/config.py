@@ -100,8 +100,9 @@ class Source(_Strict):
     flavor: Flavor = Flavor.PROMETHEUS
     tenants: list[str] = Field(default_factory=list)
     # Which series Mimir's cardinality API counts (docs/cardinality.md): every series in the ingesters'
-    # memory, or only those written within -ingester.active-series-metrics-idle-timeout.
-    count_method: Literal["inmemory", "active"] = "inmemory"
+    # memory, or only those written within -ingester.active-series-metrics-idle-timeout. None: inmemory
+    # (Mimir's own default); only a Mimir source may set it.
+    count_method: Literal["inmemory", "active"] | None = None
 
     @field_validator("tenants")
     @classmethod
@@ -111,11 +112,16 @@ class Source(_Strict):
             raise ValueError("; ".join(problems))
         return tenants
 
+    @property
+    def census_count_method(self) -> Literal["inmemory", "active"]:
+        """The count_method of the census (``inmemory`` unless set)."""
+        return self.count_method or "inmemory"
+
     @model_validator(mode="after")
     def _tenants_only_for_mimir(self) -> Source:
         if self.tenants and self.flavor is not Flavor.MIMIR:
             raise ValueError("tenants are only meaningful for flavor 'mimir'")
-        if "count_method" in self.model_fields_set and self.flavor is not Flavor.MIMIR:
+        if self.count_method is not None and self.flavor is not Flavor.MIMIR:
             raise ValueError("count_method is only meaningful for flavor 'mimir' (Mimir's cardinality API)")
         return self
 

@@ -294,7 +294,7 @@ def targets(ctx: RunContext) -> list[dict[str, Any]]:
 
 def audit(ctx: RunContext, target: Target) -> dict[str, Any]:
     """Census, usage, verdicts and showback of one source/tenant; series are counted at the window's end."""
-    count_method = ctx.cfg.source(target.source).count_method
+    count_method = ctx.cfg.source(target.source).census_count_method
     with PrometheusClient(ctx.spec(target)) as client:
         return audit_source(client, target.source, target.tenant, ctx.window.start, ctx.window.end, ctx.settings,
                             ctx.prices.series_month_per_1k("self_hosted"), PROJECT_ROOT, count_method)
