@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import shutil
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.support.mimir import FIXTURES as MIMIR_FIXTURES
 from traceo_finops.cardinality.config_audit import (
     CHECK_HA,
     CHECK_IDS,
@@ -37,7 +37,7 @@ from traceo_finops.quality import DataQualityError, check
 
 pytestmark = pytest.mark.unit
 
-FIXTURES = Path("/work/shared/fixtures/mimir")
+FIXTURES = MIMIR_FIXTURES  # ../shared/fixtures/mimir beside the checkout
 RECORDED_FLAGS: dict[str, str] = json.loads((FIXTURES / "prometheus_status_flags.json").read_text())["data"]
 DISK_USD = 0.08
 PUSH = "http://mimir.example:8080/api/v1/push"

@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -20,6 +19,7 @@ import promql_parser
 import pytest
 import yaml
 
+from tests.support.mimir import FIXTURES as MIMIR_FIXTURES
 from tests.support.net import free_port
 from tests.support.prometheus import PROMETHEUS, local_prometheus, prometheus_client
 from tests.support.servers import Answer, Request, ScriptedServer
@@ -37,7 +37,7 @@ from traceo_finops.prometheus import (
     selector,
 )
 
-FIXTURES = Path("/work/shared/fixtures/mimir")
+FIXTURES = MIMIR_FIXTURES  # ../shared/fixtures/mimir beside the checkout
 PASSWORD = "s3cr3t-Pa55w0rd"
 LOGIN = "finops"
 TOKEN = base64.b64encode(f"{LOGIN}:{PASSWORD}".encode()).decode()
