@@ -221,6 +221,49 @@ class SimpleWorkflowSettings(_Strict):
     lookback: Duration = timedelta(days=1)
 
 
+class RecordingRulesSettings(_Strict):
+    """``finops_recording_rules``: where the query logs are, which groups to consider, how rules are proven."""
+
+    lookback: Duration = timedelta(days=1)
+    # Prometheus query_log_file of each Prometheus source / Mimir query-frontend log of each tenant: a path or
+    # glob (relative to the project root unless absolute) or an s3:// URI or glob; `{source}` and `{tenant}`
+    # are filled in. A plain path also reads its rotated siblings (query.log.1, query.log.2.gz, ...).
+    query_log: str | None = None
+    mimir_query_stats: str | None = None
+    # AWS connection for s3:// log locations.
+    log_conn_id: str = "aws_default"
+    # Compare with the recording rules the server already has (rules API / Mimir ruler).
+    rules_api: bool = True
+    # The costliest groups with a recordable aggregation that are proven, and how often a group must run.
+    top_n: int = Field(default=10, ge=1, le=200)
+    min_count: int = Field(default=2, ge=1)
+    rank_by: Literal["seconds", "samples"] = "seconds"
+    # Evaluation interval of the suggested rule group.
+    interval: Duration = timedelta(minutes=1)
+    # Timed runs of the original and the rewritten query (the median counts), and the least speedup suggested.
+    speedup_runs: int = Field(default=5, ge=1, le=50)
+    min_speedup: float = Field(default=2.0, ge=1)
+    # A rule adding more series than this is not suggested.
+    max_new_series: int = Field(default=10_000, ge=1)
+    # Relative float tolerance of the equivalence proof.
+    float_tolerance: float = Field(default=1e-9, gt=0, le=0.01)
+    # Longer query texts are counted and not parsed.
+    max_query_length: int = Field(default=20_000, ge=100)
+    group_name: str = Field(default="traceo_finops_recording_rules", min_length=1)
+    mimir_namespace: str = Field(default="traceo-finops", min_length=1)
+    # The binaries of the proof: promtool writes the rules' history, a private Prometheus serves it.
+    promtool: str = "/usr/bin/promtool"
+    prometheus: str = "/usr/bin/prometheus"
+    top_n_in_digest: int = Field(default=10, ge=1, le=50)
+
+    @field_validator("interval")
+    @classmethod
+    def _whole_seconds(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() != int(value.total_seconds()):
+            raise ValueError("the rule interval must be a whole number of seconds")
+        return value
+
+
 class S3TieringSettings(_Strict):
     lookback: Duration = timedelta(days=1)
     # A bucket without a usable S3 Inventory is listed with ListObjectsV2 up to this many objects.
@@ -246,7 +289,7 @@ class S3TieringSettings(_Strict):
 
 class Workflows(_Strict):
     cardinality: CardinalitySettings = CardinalitySettings()
-    recording_rules: SimpleWorkflowSettings = SimpleWorkflowSettings()
+    recording_rules: RecordingRulesSettings = RecordingRulesSettings()
     slo: SimpleWorkflowSettings = SimpleWorkflowSettings()
     rightsizing: RightsizingSettings = RightsizingSettings()
     s3_tiering: S3TieringSettings = S3TieringSettings()

@@ -1,7 +1,9 @@
 """Talk to Prometheus/Mimir: plan the namespace batches, then discover and measure one batch.
 
 :func:`plan` checks that the source has kube-state-metrics and cAdvisor, detects the scrape interval,
-chooses the resolution and packs namespaces into batches that stay under the server's limits.
+chooses the resolution, looks (rules API) for kube-prometheus' recorded CPU rate to read the CPU percentiles from
+(:func:`detect_cpu_rate_source`; the choice is the resolution's ``cpu_rate_source``) and packs namespaces into
+batches that stay under the server's limits.
 :func:`collect_batch` runs the batch's kube-state-metrics discovery (pod → ReplicaSet → Deployment /
 StatefulSet / DaemonSet / Job / CronJob / bare pod, requests, limits, restarts, OOM kills, replicas, HPAs)
 and its usage statistics, all as instant queries at the window end, and returns mergeable
@@ -19,18 +21,20 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import overload
 
 from traceo_finops import prometheus
 from traceo_finops.prometheus import (
     PrometheusClient,
+    PrometheusError,
     PrometheusQueryTooLarge,
     SourceSpec,
     quote,
     re2_escape,
     sample_value,
 )
+from traceo_finops.prometheus.spec import Flavor
 from traceo_finops.rightsizing import queries as q
 from traceo_finops.rightsizing.errors import MissingMetricError
 from traceo_finops.rightsizing.model import (
@@ -149,13 +153,75 @@ class Plan:
                 "series": self.series}
 
 
+def list_recording_rules(client: PrometheusClient) -> list[q.RecordingRule]:
+    """The source's recording rules: the rules API (Prometheus; Mimir's ruler behind its prefix), or on Mimir
+    the ruler's config API when the former is not answered."""
+    try:
+        return q.rules_from_api(client.rules("record"))
+    except PrometheusError:
+        if client.spec.flavor is not Flavor.MIMIR:
+            raise
+        return q.rules_from_ruler(client.mimir_ruler_rules())
+
+
+def detect_cpu_rate_source(runner: BatchRunner, res: q.Resolution, namespaces: str = ".+") -> q.Resolution:
+    """``res`` reading the CPU rate from kube-prometheus' recording rule when the source has one that stands in
+    for ``rate()`` over this window (:func:`~traceo_finops.rightsizing.queries.choose_recorded_rate`, then
+    :func:`recorded_coverage`), else ``res`` as it is. Never fails the plan: without the rule, ``rate()``."""
+    name = runner.spec.name
+    try:
+        rules = runner.call(list_recording_rules)
+    except PrometheusError as exc:
+        log.info("source %s: recording rules not listed (%s); CPU percentiles from rate()", name, _short(exc))
+        return res
+    found, notes = q.choose_recorded_rate(rules, res)
+    for note in notes:
+        # kube-prometheus' name with another expression is worth a warning; other CPU rules are only noted.
+        log.log(logging.WARNING if note.expected else logging.DEBUG, "source %s: %s", name, note)
+    if found is None:
+        log.info("source %s: no recording rule of kube-prometheus' CPU rate usable; CPU percentiles from rate()",
+                 name)
+        return res
+    problem = recorded_coverage(runner, found.rule.name, res, namespaces)
+    if problem:
+        log.warning("source %s: recording rule %s is not used: %s; CPU percentiles from rate()", name,
+                    found.rule.name, problem)
+        return res
+    interval = found.rule.interval
+    log.info("source %s: CPU percentiles from recording rule %s (group %r, %s rate, evaluated every %s)", name,
+             found.rule.name, found.rule.group, q.duration(found.window), f"{interval:g}s" if interval else "?")
+    return res.with_cpu_source(found.rule.name, interval)
+
+
+def recorded_coverage(runner: BatchRunner, recorded: str, res: q.Resolution, namespaces: str = ".+") -> str | None:
+    """Why the recorded series cannot stand in for ``rate()`` over the window, or None.
+
+    At the window's first step and at its end it must hold (nearly) every container the raw counter has: a rule
+    added during the window has no history before it, a job selector that misses a cAdvisor job misses its
+    containers. Four instant queries (one sample per series)."""
+    for where, t in (("start", runner.at - res.history_seconds + res.step), ("end", runner.at)):
+        raw, held = (_count(runner, q.cpu_containers(namespaces, metric), t) for metric in (q.CPU_METRIC, recorded))
+        if raw and held < q.MIN_RECORDED_COVERAGE * raw:
+            when = datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
+            return (f"at the window's {where} ({when}) it holds {held} of the {raw} containers the raw counter has"
+                    f" (needs {q.MIN_RECORDED_COVERAGE:.0%})")
+    return None
+
+
+def _count(runner: BatchRunner, promql: str, t: float) -> int:
+    answer = runner.call(lambda c: c.query(promql, time=t))
+    value = sample_value(answer[0]) if answer else None
+    return int(value or 0)
+
+
 def plan(spec: SourceSpec, at: datetime, history_seconds: float, *, rate_window: float, max_points: int,
          max_samples_per_query: int, namespaces: str = ".+") -> Plan:
-    """Check the source, choose the resolution and cut the namespaces into batches."""
+    """Check the source, choose the resolution and the CPU rate's source, cut the namespaces into batches."""
     with BatchRunner(spec, at, concurrency=1, history_seconds=history_seconds) as runner:
         runner.call(check_metrics)
         scrape = detect_scrape_interval(runner, namespaces)
         res = q.choose_resolution(history_seconds, rate_window, scrape, max_points)
+        res = detect_cpu_rate_source(runner, res, namespaces)
         # Container series per namespace and per pod over the history, from the index (no sample decoded).
         listed = runner.series(q.container_series(namespaces))
         per_pod: dict[str, Counter[str]] = defaultdict(Counter)
@@ -166,8 +232,9 @@ def plan(spec: SourceSpec, at: datetime, history_seconds: float, *, rate_window:
         budget = q.series_budget(max_samples_per_query, res.points)
         batches = q.pack_batches(counts, budget, lambda ns: dict(per_pod[ns]))
     log.info("source %s: %d container series in %d namespaces → %d batches (≤ %d series each); scrape "
-             "interval %s, step %ss, rate window %ss, %d points", spec.name, sum(counts.values()), len(counts),
-             len(batches), budget, f"{scrape}s" if scrape else "unknown", res.step, res.rate_window, res.points)
+             "interval %s, step %ss, rate window %ss, %d points, CPU rate from %s", spec.name, sum(counts.values()),
+             len(counts), len(batches), budget, f"{scrape}s" if scrape else "unknown", res.step, res.rate_window,
+             res.points, res.cpu_rate_source)
     return Plan(res, batches, sum(counts.values()))
 
 
@@ -207,6 +274,8 @@ def collect_batch(spec: SourceSpec, batch: q.Batch, res: q.Resolution, at: datet
         answers = runner.run_all(jobs)  # the heavy usage queries first: the light ones fill the gaps at the end
         skipped: Counter[str] = Counter()
         usage = _usage_by_container(answers, quantiles, skipped)
+        if res.recorded_metric:
+            _cpu_of_unrecorded(runner, usage, res, quantiles, cpu_percentile, skipped)
         _refill_memory_peaks(runner, usage, res, skipped)
         pods = _Pods(answers, res, skipped)
         _requests_of_gone_workloads(runner, answers, pods, usage, res)
@@ -271,6 +340,37 @@ def _usage_by_container(answers: dict[str, Series], quantiles: Sequence[float],
             # The same container scraped twice (two cAdvisor jobs) is one container: keep the larger figure.
             out[key][stat] = value if prev is None else max(prev, value)
     return out
+
+
+def _cpu_of_unrecorded(runner: BatchRunner, usage: dict[ContainerKey, dict[str, float]], res: q.Resolution,
+                       quantiles: Sequence[float], chosen: float, skipped: Counter[str]) -> None:
+    """Containers with CPU samples but no recorded rate (a series the rule's selector leaves out, e.g. another
+    cAdvisor job): their CPU figures from ``rate()``, for their pods only."""
+    key_stat = f"cpu_{q.quantile_key(chosen)}"
+    missing: dict[str, set[str]] = defaultdict(set)
+    keys: set[ContainerKey] = set()
+    for key, stats in usage.items():
+        if stats.get("cpu_samples", 0) >= 2 and key_stat not in stats:  # one sample has no rate either way
+            missing[key[0]].add(key[1])
+            keys.add(key)
+    if not keys:
+        return
+    plain = res.with_cpu_source(None)
+    cpu_stats = [f"cpu_{q.quantile_key(x)}" for x in sorted({*quantiles, chosen})] + ["cpu_max"]
+    answers: dict[str, Series] = {}
+    _add_for_pods(runner, answers, missing, {stat: functools.partial(_usage_promql, stat, plain, quantiles, chosen)
+                                             for stat in cpu_stats})
+    for stat in cpu_stats:
+        for sample in answers.get(stat, []):
+            container = _labels(sample, "namespace", "pod", "container")
+            value = sample_value(sample)
+            if container in keys and container is not None and value is not None:
+                usage[container][stat] = max(value, usage[container].get(stat, value))
+    skipped["containers not in the recorded CPU rate (read with rate())"] += len(keys)
+
+
+def _usage_promql(stat: str, res: q.Resolution, quantiles: Sequence[float], chosen: float, batch: q.Batch) -> str:
+    return next(u.promql for u in q.usage_queries(batch, res, quantiles, chosen) if u.stat == stat)
 
 
 def _refill_memory_peaks(runner: BatchRunner, usage: dict[ContainerKey, dict[str, float]], res: q.Resolution,

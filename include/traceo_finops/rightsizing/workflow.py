@@ -147,6 +147,7 @@ def build(ctx: RunContext, planned: Planned, pieces: Sequence[Mapping[str, Json]
             by_source.setdefault((r.payload["source"], r.payload["tenant"]), []).append(r.payload)
     report_rows: list[dict[str, Any]] = []
     resolutions: dict[str, int] = {}
+    cpu_sources: dict[str, str] = {}  # rate() or recorded:<rule>, per source/tenant
     for (source, tenant), parts in sorted(by_source.items()):
         res = q.Resolution.from_dict(parts[0]["resolution"])
         containers, workloads = merge(parts)
@@ -154,12 +155,14 @@ def build(ctx: RunContext, planned: Planned, pieces: Sequence[Mapping[str, Json]
                         ctx.window.end)
         report_rows += built
         resolutions["/".join(p for p in (source, tenant) if p)] = res.step
+        cpu_sources["/".join(p for p in (source, tenant) if p)] = res.cpu_rate_source
     files = manifests.patches(report_rows)
     if st.vpa_objects:
         files["vpa.yaml"] = manifests.vpa_objects(report_rows)
     report = Report(datasets=[(RIGHTSIZING, report_rows)],
                     artifacts={(RIGHTSIZING.name, name): content for name, content in files.items()},
-                    metadata={"resolution_seconds": ",".join(f"{k}={v}" for k, v in resolutions.items())},
+                    metadata={"resolution_seconds": ",".join(f"{k}={v}" for k, v in resolutions.items()),
+                              "cpu_rate_source": ",".join(f"{k}={v}" for k, v in cpu_sources.items())},
                     summary=summary([r.payload for r in results_of(pieces) if r.ok]))
     return report, results
 

@@ -1,0 +1,219 @@
+"""Recording rules mined from the devstack's real query log, proven on its real Prometheus.
+
+The devstack's replayer sends its Grafana dashboards' queries to Prometheus (so they land in its query log)
+when the devstack is made — before the `apps` exporter's series have any history. Here the services-red
+dashboard is replayed now, with the devstack's seed, and the run's window is the few seconds around it.
+Its known heavy panel is "Latency quantile": `histogram_quantile($quantile, sum by (le, route)
+(rate(http_request_duration_seconds_bucket{...}[$__rate_interval])))`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+from devstack import replayer
+from tests.support.prometheus import KEEP_HISTORY, PROMTOOL, local_prometheus, prometheus_client
+from traceo_finops.config import load_config
+from traceo_finops.kit.context import ConnectionFields, RunContext, Target
+from traceo_finops.pricing import load_price_table
+from traceo_finops.prometheus import QueryRunner, SourceSpec
+from traceo_finops.recording_rules import workflow
+from traceo_finops.recording_rules.collect import read_query_logs
+from traceo_finops.recording_rules.normalize import Normalizer
+from traceo_finops.recording_rules.prove import ProofSettings, prove
+from traceo_finops.recording_rules.recommend import group_queries, plan_groups
+from traceo_finops.window import Window
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = "histogram_quantile(0.99, sum by (le, route) (rate(http_request_duration_seconds_bucket{"
+# What the devstack's own rule records (http.rules): sent twice as ad-hoc queries, in another spelling.
+RECORDED = "histogram_quantile(0.9, sum(rate(http_request_duration_seconds_bucket[5m])) by (le, service))"
+RULE_QUERY = "sum by (service, le) (rate(http_request_duration_seconds_bucket[5m]))"  # as Prometheus logs it
+
+
+def _ask(url: str, query: str, at: float) -> None:
+    r = requests.post(f"{url}/api/v1/query_range", data={"query": query, "start": at - 3600, "end": at,
+                                                         "step": 60}, timeout=30)
+    assert r.ok, r.text
+
+
+@pytest.fixture(scope="module")
+def mined(devstack: dict[str, str], prom_truth: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[dict[str, Any]]:
+    url = devstack["DEVSTACK_PROM_URL"]
+    dashboard = json.loads((ROOT / "devstack/assets/dashboards/services-red.json").read_text())
+    start = datetime.now(UTC) - timedelta(seconds=40)  # at least one evaluation of the devstack's rules (30 s)
+    report = replayer.replay(url, [dashboard], seed=prom_truth["seed"])
+    assert report.queries and all(q.status == 200 for q in report.queries)
+    for _ in range(2):
+        _ask(url, RECORDED, time.time())
+        _ask(url, RULE_QUERY, time.time())
+    time.sleep(0.5)  # the query log is written as each query ends
+    end = datetime.now(UTC)
+    tmp = tmp_path_factory.mktemp("recording-rules")
+    cfg_path = tmp / "finops.yaml"
+    cfg = yaml.safe_load((ROOT / "devstack/finops.yaml").read_text())
+    cfg["workflows"]["recording_rules"].update(query_log=prom_truth["paths"]["query_log"], top_n=20)
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    ctx = RunContext(load_config(cfg_path), "recording_rules", "finops_recording_rules", "manual__test",
+                     Window(start, end), connections=lambda conn_id: ConnectionFields(host=url))
+    [target] = [Target.from_dict(t) for t in workflow.targets(ctx)]
+    out = workflow.mine(ctx, target)
+    yield {"out": out, "ctx": ctx, "start": start, "end": end, "url": url, "tmp": tmp, "replay": report}
+
+
+def _rows(mined: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
+    return [r for r in mined["out"]["rows"] if r["example_query"].startswith(prefix)]
+
+
+def test_the_heavy_dashboard_query_gets_a_correct_proven_faster_rule(mined: dict[str, Any]) -> None:
+    [row] = _rows(mined, HEAVY)
+    # The rule records what is inside histogram_quantile, with the dashboard's filters (the same in both of
+    # the panel's refreshes), at the costliest refresh's rate window; the rewritten query reads it.
+    inner = row["example_query"].removeprefix("histogram_quantile(0.99, ").removesuffix(")")
+    assert row["rule_expr"] == Normalizer().canonical(inner) and "[1m]" in row["rule_expr"]
+    assert row["rule_name"] == "le_route:http_request_duration_seconds_bucket:rate1m"
+    assert row["rewritten_query"] == f"histogram_quantile(0.99, {row['rule_name']})"
+    assert row["spellings"] >= 2 and row["count"] >= 2  # the 6 h and the 24 h refreshes ([1m], [135s]): one group
+    assert row["rule_status"] == "suggested" and row["validated"] and row["rejection_reason"] == ""
+    # Proven point by point, and faster on the real servers (see docs/recording-rules.md for the figures).
+    assert row["proof_points"] > 0
+    assert row["speedup"] >= mined["ctx"].cfg.workflows.recording_rules.min_speedup
+    assert row["speedup"] == pytest.approx(row["original_eval_seconds"] / row["rewritten_eval_seconds"], rel=1e-3)
+    print(f"\nheavy query: original {row['original_eval_seconds'] * 1000:.3f} ms, rewritten "
+          f"{row['rewritten_eval_seconds'] * 1000:.3f} ms, speedup {row['speedup']:.2f}x, "
+          f"{row['proof_points']} points, {row['new_series']} new series")
+    # The series it adds are what the server counts for its expression; their cost comes from the price table.
+    with prometheus_client(mined["url"]) as client:
+        at = row["proof_end"].timestamp()
+        assert row["new_series"] == int(float(client.query(f"count({row['rule_expr']})", time=at)[0]["value"][1]))
+    price = load_price_table(mined["ctx"].cfg.pricing.profile).series_month_per_1k("self_hosted")
+    assert row["monthly_cost_usd"] > 0
+    assert row["monthly_cost_usd"] == pytest.approx(row["new_series"] * price / 1000, abs=1e-6)
+    assert row["rule_name"] in mined["out"]["files"]["recording_rules.yml"]
+
+
+def test_the_rule_file_loads_and_promtools_own_backfill_agrees(mined: dict[str, Any], tmp_path: Path) -> None:
+    """Independent of the workflow's proof: promtool evaluates the rule file itself (create-blocks-from
+    rules, with its own evaluation timestamps) and the rewritten query on those samples equals the
+    original on the devstack at each of them."""
+    [row] = _rows(mined, HEAVY)
+    rules = tmp_path / "rules.yml"
+    rules.write_text(mined["out"]["files"]["recording_rules.yml"])
+    check = subprocess.run([PROMTOOL, "check", "rules", str(rules)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    group = yaml.safe_load(rules.read_text())["groups"][0]
+    assert group["interval"] == "60s" and row["rule_name"] in [r["record"] for r in group["rules"]]
+    namespace = yaml.safe_load(mined["out"]["files"]["mimir_ruler_namespace.yml"])
+    assert namespace["namespace"] == "traceo-finops" and namespace["groups"] == [group]
+
+    start, end = int(row["proof_end"].timestamp()) - 1800, int(row["proof_end"].timestamp())
+    data = tmp_path / "data"
+    out = subprocess.run([PROMTOOL, "tsdb", "create-blocks-from", "rules", "--start", str(start), "--end", str(end),
+                          "--url", mined["url"], "--output-dir", str(data), str(rules)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    with local_prometheus(tmp_path, {"global": {"scrape_interval": "1h"}}, KEEP_HISTORY, data=data) as url, \
+            prometheus_client(url) as private, prometheus_client(mined["url"]) as source:
+        [samples] = private.query(f"{row['rule_name']}[30m]", time=end)[:1]
+        stamps = [float(t) for t, _ in samples["values"]][-8:]
+        assert len(stamps) >= 4
+        for t in stamps:
+            original = {json.dumps(s["metric"], sort_keys=True): float(s["value"][1])
+                        for s in source.query(row["example_query"], time=t)}
+            rewritten = {json.dumps(s["metric"], sort_keys=True): float(s["value"][1])
+                         for s in private.query(row["rewritten_query"], time=t)}
+            assert original.keys() == rewritten.keys() and original
+            for k, v in original.items():
+                assert rewritten[k] == pytest.approx(v, rel=1e-9, nan_ok=True), (t, k)
+
+
+def test_an_already_recorded_expression_is_not_suggested_again(mined: dict[str, Any]) -> None:
+    [row] = _rows(mined, "histogram_quantile(0.9, sum(rate(http_request_duration_seconds_bucket[5m]))")
+    assert row["rule_status"] == "already_recorded" and not row["validated"]
+    assert row["rule_name"] == "service_le:http_request_duration_seconds_bucket:rate5m"
+    assert row["rewritten_query"] == "histogram_quantile(0.9, service_le:http_request_duration_seconds_bucket:rate5m)"
+    assert "service_le:" not in mined["out"]["files"]["recording_rules.yml"]
+    assert not any(r["rule_status"] == "suggested" and "[5m]" in r["rule_expr"]
+                   and "http_request_duration_seconds_bucket" in r["rule_expr"] and "le, service" in r["rule_expr"]
+                   for r in mined["out"]["rows"])
+
+
+def test_rule_evaluations_in_the_log_are_not_user_queries(mined: dict[str, Any], prom_truth: dict[str, Any]) -> None:
+    n = Normalizer()
+    rule_lines = api_lines = rule_runs = api_runs = 0
+    for line in Path(prom_truth["paths"]["query_log"]).read_text().splitlines():
+        e = json.loads(line)
+        if mined["start"] <= datetime.fromisoformat(e["ts"]) < mined["end"]:
+            rule_lines += "ruleGroup" in e
+            api_lines += "httpRequest" in e
+            # any spelling of it (earlier runs of this module ask for its canonical form too)
+            same = _canonical(n, e["params"]["query"]) == n.canonical(RULE_QUERY)
+            rule_runs += "ruleGroup" in e and same
+            api_runs += "httpRequest" in e and same
+    inputs = mined["out"]["inputs"]
+    assert inputs["rule_evaluations"] == rule_lines > 0
+    assert inputs["api_queries"] == api_lines
+    # The devstack's rule evaluates RULE_QUERY every 30 s (logged with ruleGroup): only the ad-hoc runs count.
+    [row] = _rows(mined, RULE_QUERY)
+    assert rule_runs > 0 and api_runs >= 2
+    assert row["count"] == api_runs and row["rule_status"] == "already_recorded"
+
+
+def _canonical(n: Normalizer, text: str) -> str:
+    try:
+        return n.canonical(text)
+    except ValueError:
+        return ""
+
+
+def test_the_canonical_form_answers_like_the_original_on_a_real_prometheus(mined: dict[str, Any]) -> None:
+    n = Normalizer()
+    queries = [r["example_query"] for r in mined["out"]["rows"]] + [
+        'sum(rate(http_requests_total{status_code=~"5..",service!=""}[5m])) by (service,  team) / ignoring(x) '
+        'group_left sum by (service, team) (rate(http_requests_total[5m]))',
+        "max_over_time(sum(rate(container_cpu_usage_seconds_total[5m]))[1h:60s])",
+        "topk(3, sum by (namespace) (kube_pod_container_resource_requests)) > bool 0",
+        '-(1 - avg(up{job=~"apps|kubelet"})) ^ 2 ^ 0.5',
+    ]
+    at = mined["end"].timestamp()
+    with prometheus_client(mined["url"]) as client:
+        for q in queries:
+            original, canonical = client.query(q, time=at), client.query(n.canonical(q), time=at)
+            assert original, q
+            assert sorted(map(json.dumps, original)) == sorted(map(json.dumps, canonical)), q
+
+
+def test_a_wrong_rewrite_fails_the_proof_and_is_never_suggested(mined: dict[str, Any]) -> None:
+    ctx: RunContext = mined["ctx"]
+    settings = ctx.cfg.workflows.recording_rules
+    reading = read_query_logs(settings.query_log, ctx.cfg.sources[0].flavor, mined["start"], mined["end"],
+                              root=ROOT)
+    n = Normalizer()
+    groups = [g for g in group_queries(reading.stats, n, max_query_length=20_000).groups
+              if any(t.startswith(HEAVY) for t in g.texts)]
+    [plan] = plan_groups(groups, reading.stats, n, [])
+    plan.rewritten = plan.rewritten.replace("0.99", "0.5")  # a subtly different query
+    proof_settings = ProofSettings(interval=30, runs=1, tolerance=1e-9, promtool=settings.promtool,
+                                   prometheus=settings.prometheus, group_name="g")
+    with QueryRunner(SourceSpec(name="devstack", base_url=mined["url"])) as runner:
+        shapes = {plan.group.key: reading.stats[plan.text].shape}
+        report = prove([plan], runner, shapes, mined["end"].timestamp(), proof_settings, 1.0, 10_000)
+        proof = report.groups[plan.group.key]
+        assert not proof.ok and proof.reason.startswith("values differ for {route=")
+        # The right rewrite on the same history passes: the failure is the rewrite's, not the bench's.
+        right = replace(plan, rewritten=plan.rewritten.replace("0.5", "0.99"))
+        assert prove([right], runner, shapes, mined["end"].timestamp(), proof_settings, 1.0, 10_000
+                     ).groups[plan.group.key].ok
