@@ -3,7 +3,7 @@
 
 Daily, for every Prometheus source and Mimir tenant with a query log in the configuration:
 
-1. **plan** — the sources/tenants whose query log (`workflows.recording_rules.query_log` /
+1. **targets** — the sources/tenants whose query log (`workflows.recording_rules.query_log` /
    `mimir_query_stats`, local files or S3 objects, gzip'd and rotated) is configured;
 2. **mine** — one mapped task each: stream the log's lines of the run's window (rule evaluations kept apart:
    they are not user queries), group the queries by their canonical PromQL with Grafana's per-refresh parts
@@ -35,7 +35,7 @@ DATASETS = ("recording_rules", "recording_rules_inputs")
 @dag(schedule=kit.daily(), **kit.workflow_dag("finops_recording_rules", __doc__, tags=["recording-rules", "promql"]))
 def finops_recording_rules() -> None:
     @task
-    def plan() -> list[dict]:
+    def targets() -> list[dict]:
         """One target per source and Mimir tenant with a query log."""
         return kit.step(WORKFLOW, "targets")
 
@@ -59,7 +59,7 @@ def finops_recording_rules() -> None:
         """Fail the run if a source/tenant failed; its error is in run_targets and the digest."""
         kit.verdict_step(written)
 
-    written = write_report(mine.expand(target=plan()))
+    written = write_report(mine.expand(target=targets()))
     post_digest(written) >> verdict(written)
 
 
