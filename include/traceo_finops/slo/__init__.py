@@ -1,0 +1,1 @@
+"""finops_slo: SLO specs to tested MWMB rules, Alertmanager routing, error budgets and the deploy decision."""
