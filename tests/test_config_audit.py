@@ -4,7 +4,6 @@ Prometheus flags fixture, and the ``config_findings`` dataset with its expectati
 from __future__ import annotations
 
 import json
-import shutil
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -44,16 +43,26 @@ PUSH = "http://mimir.example:8080/api/v1/push"
 
 
 @pytest.fixture(scope="module")
-def table_with_disk(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """The shipped price table plus a block-storage price (compute.disk_gb_month)."""
+def table_with_disk() -> Any:
+    """The shipped price table, which prices block storage (compute.disk_gb_month, EBS gp3)."""
+    table = load_price_table()
+    assert table.value("compute.disk_gb_month") == DISK_USD
+    return table
+
+
+@pytest.fixture(scope="module")
+def table_without_disk(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The shipped price table without its block-storage price, as an older or custom table may be."""
     folder = tmp_path_factory.mktemp("pricing")
-    text = (DEFAULT_PRICING_DIR / "aws-us-east-1.yaml").read_text()
-    figure = (f"compute:\n  disk_gb_month: {{value: {DISK_USD}, unit: USD/GB-month, source: "
-              "\"https://aws.amazon.com/ebs/pricing/ gp3 us-east-1 (test figure)\", as_of: 2026-11-28}\n")
-    assert text.count("\ncompute:\n") == 1
-    (folder / "aws-us-east-1.yaml").write_text(text.replace("\ncompute:\n", "\n" + figure, 1))
-    shutil.copy(DEFAULT_PRICING_DIR / "aws-us-east-1.yaml", folder / "plain.yaml")
-    return load_price_table(pricing_dir=folder)
+    lines = (DEFAULT_PRICING_DIR / "aws-us-east-1.yaml").read_text().splitlines(keepends=True)
+    start = next(i for i, line in enumerate(lines) if line.lstrip().startswith("disk_gb_month:"))
+    end = start + 1
+    while end < len(lines) and lines[end].startswith(" " * (len(lines[start]) - len(lines[start].lstrip()) + 1)):
+        end += 1  # the entry's continuation lines
+    (folder / "aws-us-east-1.yaml").write_text("".join(lines[:start] + lines[end:]))
+    table = load_price_table(pricing_dir=folder)
+    assert "compute.disk_gb_month" not in table.paths()
+    return table
 
 
 @pytest.fixture(scope="module")
@@ -135,14 +144,14 @@ def test_effective_retention_rules() -> None:
     assert effective_retention(_flags(storage__tsdb__retention__size="50GB"))[:2] == (None, 50 * 2**30)
 
 
-def test_prices_come_from_the_table(table_with_disk: Any) -> None:
+def test_prices_come_from_the_table(table_with_disk: Any, table_without_disk: Any) -> None:
     p = AuditPrices.from_table(table_with_disk)
     assert p.disk_gb_month == DISK_USD and "ebs" in p.disk_source
     assert p.series_month_per_1k == table_with_disk.series_month_per_1k("self_hosted")
     assert p.vcpu_hour == table_with_disk.vcpu_hour and p.model_scrape_interval_s == 15
-    plain = AuditPrices.from_table(load_price_table())
+    plain = AuditPrices.from_table(table_without_disk)
     assert plain.disk_gb_month is None
-    assert AuditPrices.from_table(load_price_table(), disk_gb_month=0.1).disk_gb_month == 0.1
+    assert AuditPrices.from_table(table_without_disk, disk_gb_month=0.1).disk_gb_month == 0.1
 
 
 # ---- WAL compression -------------------------------------------------------------------------------------
@@ -214,8 +223,8 @@ def test_retention_size_only_and_grafana_cloud_path(prices: AuditPrices) -> None
     assert f.monthly_saving_usd == pytest.approx((held_days - 2) * 0.1296 * DISK_USD, abs=1e-4)
 
 
-def test_retention_without_disk_price_is_flagged_not_priced() -> None:
-    plain = AuditPrices.from_table(load_price_table())
+def test_retention_without_disk_price_is_flagged_not_priced(table_without_disk: Any) -> None:
+    plain = AuditPrices.from_table(table_without_disk)
     f = audit_config("p", "", RECORDED_FLAGS, _config(("a", None), remote_write=[PUSH]), plain,
                      ServerFacts(series_by_job={"a": 15_000}))[0]
     assert f.monthly_saving_usd == 0 and "not priced" in f.saving_model and "compute.disk_gb_month" in f.saving_model

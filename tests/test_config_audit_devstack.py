@@ -143,7 +143,7 @@ def test_misconfigured_prometheus_rows_fit_the_dataset(misconfigured: Any) -> No
     table = CONFIG_FINDINGS.table(rows)
     assert table.num_rows == 5 and set(table.column("window_end").to_pylist()) == {at}
     assert check(CONFIG_FINDINGS.name, table, CONFIG_FINDINGS.expectations).success
-    # Without a disk price in the shipped table, the disk-based savings are 0 and say why.
+    # The shipped table prices the disk (EBS gp3): the disk-based savings are priced and say from what.
     by_check = {r["check_id"]: r for r in rows}
-    assert by_check[CHECK_WAL]["monthly_saving_usd"] == 0 and "not priced" in by_check[CHECK_WAL]["saving_model"]
+    assert by_check[CHECK_WAL]["monthly_saving_usd"] > 0 and "ebs" in by_check[CHECK_WAL]["saving_model"].lower()
     assert by_check[CHECK_HA]["monthly_saving_usd"] > 0

@@ -47,7 +47,7 @@ T = TypeVar("T")
 
 # workflow key (``workflows.<key>`` in the configuration) -> package under traceo_finops
 _PACKAGES = {"cardinality": "cardinality", "rightsizing": "rightsizing", "s3_tiering": "s3tiering",
-             "recording_rules": "recording_rules"}
+             "recording_rules": "recording_rules", "cost_report": "cost_report", "slo": "slo"}
 # "x-": Airflow leaves such URIs as they are; any other scheme makes Asset() load every provider's URI
 # handlers at parse time (the amazon provider's imports boto3 into every DAG parse).
 ASSET_SCHEME = "x-traceo-finops"

@@ -264,6 +264,48 @@ class RecordingRulesSettings(_Strict):
         return value
 
 
+class SloTeamReceivers(_Strict):
+    """The Alertmanager receivers of one team's SLO alerts (defined in the user's alertmanager.yml)."""
+
+    team: str = Field(min_length=1)
+    pager: str = Field(min_length=1)
+    tickets: str = Field(min_length=1)
+
+
+class SloSettings(_Strict):
+    """``finops_slo``: which SLO specs apply to which source/tenant, their default period, the receivers."""
+
+    lookback: Duration = timedelta(days=1)
+    # Sloth prometheus/v1 spec files: paths or globs relative to the project root unless absolute; `{source}` and
+    # `{tenant}` are filled in. A source/tenant whose patterns match no file has no SLOs and is not a target.
+    specs: list[str] = Field(default_factory=list)
+    # The period of the SLOs whose spec sets none (a spec's own `period` wins); null: 30d.
+    period: Duration | None = None
+    # Team -> receivers; null: named placeholders (<team>-pager, <team>-tickets). When set, every team needs one.
+    receivers: list[SloTeamReceivers] | None = None
+    mimir_namespace: str = Field(default="traceo-finops-slo", min_length=1)
+    promtool: str = "/usr/bin/promtool"
+    amtool: str = "/usr/bin/amtool"
+    top_n_in_digest: int = Field(default=20, ge=1, le=50)
+
+    @field_validator("period")
+    @classmethod
+    def _period_covers_the_alert_windows(cls, value: timedelta | None) -> timedelta | None:
+        from traceo_finops.slo.burnrate import LONGEST_ALERT_WINDOW
+
+        if value is not None and value < LONGEST_ALERT_WINDOW:
+            raise ValueError(f"the period must be at least the longest alert window ({LONGEST_ALERT_WINDOW.days}d)")
+        return value
+
+    @field_validator("receivers")
+    @classmethod
+    def _one_entry_per_team(cls, value: list[SloTeamReceivers] | None) -> list[SloTeamReceivers] | None:
+        teams = [r.team for r in value or []]
+        if len(teams) != len(set(teams)):
+            raise ValueError(f"receivers lists a team twice: {teams}")
+        return value
+
+
 class S3TieringSettings(_Strict):
     lookback: Duration = timedelta(days=1)
     # A bucket without a usable S3 Inventory is listed with ListObjectsV2 up to this many objects.
@@ -287,13 +329,26 @@ class S3TieringSettings(_Strict):
         return sorted(set(days))
 
 
+class CostReportSettings(_Strict):
+    """``finops_cost_report``: which upstream partitions it reads, the anomaly baseline, the digest."""
+
+    lookback: Duration = timedelta(days=7)
+    # An upstream partition older than this before the report date is stale: not used, and said so.
+    max_input_age: Duration = timedelta(days=8)
+    # Days of daily totals behind the anomaly baseline and the week-over-week comparison.
+    history: Duration = timedelta(days=28)
+    # A day must move at least this share of its baseline median to be an anomaly.
+    anomaly_min_change: float = Field(default=0.10, ge=0, le=10)
+    top_n_in_digest: int = Field(default=5, ge=1, le=50)
+
+
 class Workflows(_Strict):
     cardinality: CardinalitySettings = CardinalitySettings()
     recording_rules: RecordingRulesSettings = RecordingRulesSettings()
-    slo: SimpleWorkflowSettings = SimpleWorkflowSettings()
+    slo: SloSettings = SloSettings()
     rightsizing: RightsizingSettings = RightsizingSettings()
     s3_tiering: S3TieringSettings = S3TieringSettings()
-    cost_report: SimpleWorkflowSettings = SimpleWorkflowSettings(lookback=timedelta(days=7))
+    cost_report: CostReportSettings = CostReportSettings()
 
 
 class BucketLayout(StrEnum):

@@ -15,3 +15,11 @@ class RoutingError(PermanentError):
 
 class ToolUnavailable(RuntimeError):
     """promtool or amtool is missing: the generated files cannot be checked here."""
+
+
+class ProofFailed(PermanentError):
+    """A generated file failed its check (``promtool check rules``/``test rules``, ``amtool check-config``)."""
+
+
+class NoSpecs(PermanentError):
+    """No source/tenant has an SLO spec: there is nothing to do."""

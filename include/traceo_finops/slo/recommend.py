@@ -13,7 +13,7 @@ must treat as "no deploy" until someone looks.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -103,3 +103,14 @@ def burn_rate(ratio: float | None, objective: float) -> float | None:
     """Error ratio over the error budget (1.0 spends the budget in exactly one period)."""
     ratio = _finite(ratio)
     return None if ratio is None else ratio / round(1 - objective / 100, 12)
+
+
+# From the least to the most restrictive: a service's decision is the strictest of its SLOs'. Unknown blocks a
+# deploy but yields to a measured no-deploy or hold, which say more.
+STRICTNESS: tuple[Decision, ...] = (Decision.DEPLOY, Decision.LOW_RISK_ONLY, Decision.UNKNOWN, Decision.NO_DEPLOY,
+                                    Decision.EMERGENCY_HOLD)
+
+
+def strictest(decisions: Iterable[Decision]) -> Decision:
+    """The most restrictive of ``decisions`` (a service with no SLO is unknown)."""
+    return max(decisions, key=STRICTNESS.index, default=Decision.UNKNOWN)
