@@ -13,7 +13,7 @@ export AIRFLOW__CORE__UNIT_TEST_MODE := False
 export PYTHONPATH := $(CURDIR)/include:$(CURDIR)
 STAMP := $(VENV)/.installed
 
-.PHONY: help install prometheus devstack-up devstack-down devstack-status airflow-db demo test test-unit lint bench clean
+.PHONY: help install prometheus chromium devstack-up devstack-down devstack-status airflow-db demo test test-unit lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -30,6 +30,9 @@ install: $(STAMP)  ## create .venv and install the pinned requirements
 
 prometheus:  ## install Debian's prometheus package when missing
 	@bash devstack/ensure-prometheus.sh
+
+chromium:  ## install Debian's chromium when missing (the FinOps page's browser test)
+	@bash devstack/ensure-chromium.sh
 
 devstack-up: install prometheus  ## start Prometheus, moto S3 and the Slack sink on 127.0.0.1
 	$(PY) -m devstack up
@@ -60,7 +63,7 @@ lint: install  ## ruff on everything, mypy --strict on the library (include/trac
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-test: install prometheus lint  ## the whole suite: unit, integration (starts the devstack) and DAG tests
+test: install prometheus chromium lint  ## the whole suite: unit, integration (starts the devstack) and DAG tests
 	$(PY) -m pytest
 
 test-unit: install  ## the unit tests only (no services)

@@ -111,3 +111,25 @@ def test_a_prometheus_that_does_not_scrape_itself(tmp_path: Path) -> None:
     row = storage_row("bare", "", KIND_PROMETHEUS, facts, 0.08, NOW - timedelta(days=7), NOW)
     assert row["status"] == STATUS_NO_TSDB and row["monthly_cost_usd"] == 0
     assert row["retention_size_bytes"] == 512 * 2**20  # the flags still answered
+
+
+@pytest.mark.integration
+def test_a_prometheus_younger_than_one_subquery_step_still_has_an_ingestion_rate(tmp_path: Path) -> None:
+    """Seconds after it started there is no 5-minute point to average yet: the last 5 minutes' rate is used."""
+    import time
+
+    from tests.support.net import free_port
+
+    port = free_port()
+    config = {"global": {"scrape_interval": "1s"},
+              "scrape_configs": [{"job_name": "self", "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}]}
+    with local_prometheus(tmp_path, config, port=port) as url, prometheus_client(url) as client:
+        deadline = time.monotonic() + 30
+        while not client.query("count_over_time(prometheus_tsdb_head_samples_appended_total[1m]) >= 3"):
+            assert time.monotonic() < deadline, "the private Prometheus did not scrape itself"
+            time.sleep(0.5)
+        at = datetime.now(UTC)
+        facts = prometheus_facts(client, at, timedelta(days=7))
+    # (Unless it started within seconds of a 5-minute boundary, there is no averaged point yet: before the
+    # fallback this was None, and the storage row said "no ingestion rate".)
+    assert facts.samples_per_second and facts.samples_per_second > 0

@@ -193,8 +193,10 @@ def test_an_unknown_workflow_key_fails_at_once(monkeypatch: pytest.MonkeyPatch) 
     from traceo_finops import airflow_adapter as kit
 
     monkeypatch.setattr(kit, "_PACKAGES", dict(kit._PACKAGES))
-    with pytest.raises(AirflowFailException, match="ConfigError: unknown workflow 'exampel' "
-                                                   r"\(known: cardinality, rightsizing, s3_tiering\)"):
+    known = ", ".join(sorted(kit._PACKAGES))
+    assert {"cardinality", "rightsizing", "s3_tiering"} <= set(kit._PACKAGES)
+    with pytest.raises(AirflowFailException, match=re.escape(f"ConfigError: unknown workflow 'exampel' (known: "
+                                                             f"{known})")):
         kit.step("exampel", "targets")
     kit.register_workflow(WORKFLOW, PACKAGE)
     assert kit._workflow(WORKFLOW).__name__ == f"{PACKAGE}.workflow"

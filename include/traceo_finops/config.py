@@ -242,7 +242,7 @@ class RecordingRulesSettings(_Strict):
     interval: Duration = timedelta(minutes=1)
     # Timed runs of the original and the rewritten query (the median counts), and the least speedup suggested.
     speedup_runs: int = Field(default=5, ge=1, le=50)
-    min_speedup: float = Field(default=2.0, ge=1)
+    min_speedup: float = Field(default=2.0, ge=0)
     # A rule adding more series than this is not suggested.
     max_new_series: int = Field(default=10_000, ge=1)
     # Relative float tolerance of the equivalence proof.

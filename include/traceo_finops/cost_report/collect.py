@@ -21,14 +21,13 @@ _PROMETHEUS = {
     "head_chunks_bytes": "sum(prometheus_tsdb_head_chunks_storage_size_bytes)",
     "chunk_bytes_sum": "sum(prometheus_tsdb_compaction_chunk_size_bytes_sum)",
     "chunk_samples_sum": "sum(prometheus_tsdb_compaction_chunk_samples_sum)",
-    # The 5-minute rate averaged over the window's points: a rate over the whole window would be divided by
-    # the whole window even where the server has only hours of its own metrics.
-    "samples_per_second": "avg_over_time(sum(rate(prometheus_tsdb_head_samples_appended_total[5m]))[{range}:5m])",
+    # The 5-minute rate, averaged over the window's points (see _ingestion): a rate over the whole window would
+    # be divided by the whole window even where the server has only hours of its own metrics.
+    "samples_per_second": "sum(rate(prometheus_tsdb_head_samples_appended_total[5m]))",
     "active_series": "sum(prometheus_tsdb_head_series)",
 }
 _MIMIR = {
-    "samples_per_second": "avg_over_time(sum(rate(cortex_distributor_received_samples_total{{user={tenant}}}[5m]))"
-                          "[{range}:5m])",
+    "samples_per_second": "sum(rate(cortex_distributor_received_samples_total{{user={tenant}}}[5m]))",
     "active_series": "sum(cortex_ingester_active_series{{user={tenant}}})",
 }
 
@@ -43,9 +42,17 @@ def _scalar(client: PrometheusClient, promql: str, at: datetime) -> float | None
     return sample_value(answer[0]) if answer else None
 
 
+def _ingestion(client: PrometheusClient, rate: str, window: timedelta, at: datetime) -> float | None:
+    """The 5-minute ingestion ``rate`` averaged over the window's 5-minute points; for a server younger than
+    one point, the rate of its last 5 minutes."""
+    value = _scalar(client, f"avg_over_time({rate}[{_range(window)}:5m])", at)
+    return value if value is not None else _scalar(client, rate, at)
+
+
 def prometheus_facts(client: PrometheusClient, at: datetime, window: timedelta) -> TsdbFacts:
     """The TSDB self-metrics of the Prometheus behind ``client`` at ``at``, and its retention flags."""
-    values = {k: _scalar(client, q.format(range=_range(window)), at) for k, q in _PROMETHEUS.items()}
+    values = {k: _ingestion(client, q, window, at) if k == "samples_per_second" else _scalar(client, q, at)
+              for k, q in _PROMETHEUS.items()}
     count = client.query("count(prometheus_tsdb_head_series)", time=at)
     try:
         retention_s, retention_b = retention_from_flags(client.flags())
@@ -60,5 +67,7 @@ def prometheus_facts(client: PrometheusClient, at: datetime, window: timedelta) 
 
 def mimir_tenant_facts(client: PrometheusClient, tenant: str, at: datetime, window: timedelta) -> TsdbFacts:
     """Ingestion rate and active series of ``tenant`` from Mimir's own metrics, when they are scraped."""
-    values = {k: _scalar(client, q.format(range=_range(window), tenant=quote(tenant)), at) for k, q in _MIMIR.items()}
+    queries = {k: q.format(tenant=quote(tenant)) for k, q in _MIMIR.items()}
+    values = {k: _ingestion(client, q, window, at) if k == "samples_per_second" else _scalar(client, q, at)
+              for k, q in queries.items()}
     return TsdbFacts(samples_per_second=values["samples_per_second"], active_series=values["active_series"])
