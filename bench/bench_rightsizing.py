@@ -17,8 +17,13 @@ wire (gzip, as Prometheus sends them) and decoded; the Prometheus-side evaluatio
 ``evalTotalTime`` in the query log over the method's queries, and the server's CPU seconds come from /proc.
 The history is built once and cached under ``bench/out/`` (see ``bench/rightsizing_data.py``).
 
+Then, with ``--recorded yes`` (the default) or ``only``: the same TSDB gains 14 days of kube-prometheus' recorded
+per-container CPU rate (``promtool tsdb create-blocks-from rules``, cached) and, ``--runs`` times, ours runs on a
+Prometheus without the rule (``rate()``) and ours, (b) and (b′) on one that loads it (ours reads the CPU percentiles
+from the recorded series).
+
 Usage: ``python bench/bench_rightsizing.py [--methods ours,vpa,krr,krr-simple] [--interval 60|300]
-[--remeasure]``.
+[--remeasure] [--containers N] [--recorded yes|no|only] [--runs 3] [--no-krr-defaults]``.
 Results: printed, and written to ``bench/out/rightsizing-results.json``; copied by hand to docs/benchmarks.md.
 """
 
@@ -30,6 +35,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import socket
 import subprocess
 import sys
@@ -328,12 +334,14 @@ def _eval_seconds(log: Path, offset: int) -> tuple[float, int, int]:
         return total, n, fh.tell()
 
 
-def start_prometheus(data_dir: Path, workdir: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
+def start_prometheus(data_dir: Path, workdir: Path, rules: Path | None = None
+                     ) -> tuple[subprocess.Popen[bytes], str, Path]:
     port = _free_port()
     qlog = workdir / "query.log"
     qlog.unlink(missing_ok=True)
     cfg = workdir / "bench-prometheus.yml"
-    cfg.write_text(f"global:\n  scrape_interval: 1h\n  query_log_file: {qlog}\n")
+    rule_files = f"rule_files: [{rules}]\n" if rules else ""
+    cfg.write_text(f"global:\n  scrape_interval: 1h\n  query_log_file: {qlog}\n{rule_files}")
     proc = subprocess.Popen([data.PROMETHEUS, f"--config.file={cfg}", f"--storage.tsdb.path={data_dir}",
                              "--storage.tsdb.retention.time=3650d", "--query.timeout=10m",
                              f"--web.listen-address=127.0.0.1:{port}"],
@@ -352,12 +360,14 @@ def start_prometheus(data_dir: Path, workdir: Path) -> tuple[subprocess.Popen[by
     return proc, url, qlog
 
 
-def compare(data_dir: Path, world_meta: dict[str, Any], interval: int, methods: list[str]) -> dict[str, Any]:
-    """Start a Prometheus on a cached history and run each method in its own process, one after the other."""
+def compare(data_dir: Path, world_meta: dict[str, Any], interval: int, methods: list[str],
+            rules: Path | None = None, tag: str = "") -> dict[str, Any]:
+    """Start a Prometheus on a cached history (loading ``rules`` when given) and run each method in its own
+    process, one after the other."""
     from traceo_finops.rightsizing.queries import choose_resolution
 
     world = data.build_world(interval, target=world_meta.get("target", data.TARGET_CONTAINERS))
-    proc, url, qlog = start_prometheus(data_dir, data_dir.parent)
+    proc, url, qlog = start_prometheus(data_dir, data_dir.parent, rules)
     results: dict[str, Any] = {}
     try:
         res = choose_resolution(world_meta["end"] - world_meta["start"], 300, interval)
@@ -370,8 +380,8 @@ def compare(data_dir: Path, world_meta: dict[str, Any], interval: int, methods: 
             time.sleep(3)
             _, _, offset = _eval_seconds(qlog, 0) if qlog.exists() else (0, 0, 0)
             cpu0 = _cpu_seconds(proc.pid)
-            out = data_dir.parent / f"bench-{method.replace(':', '-')}.json"
-            print(f"running {method} on {data_dir.parent.name}…", flush=True)
+            out = data_dir.parent / f"bench-{method.replace(':', '-')}{tag}.json"
+            print(f"running {method} on {data_dir.parent.name}{' with ' + rules.name if rules else ''}…", flush=True)
             t0 = time.monotonic()
             subprocess.run([sys.executable, __file__, "--worker", method, url, str(meta_path), str(out)], check=True)
             outer = time.monotonic() - t0
@@ -389,6 +399,101 @@ def compare(data_dir: Path, world_meta: dict[str, Any], interval: int, methods: 
     return results
 
 
+# ---- the recorded CPU rate (kube-prometheus' recording rule) ----------------------------------------------
+
+RECORDED_GROUP = "k8s.rules.container_cpu_usage_seconds_total"
+
+
+def recorded_rule(rate_window: int, interval: int) -> tuple[str, str]:
+    """(rule name, rule file) of kube-prometheus' per-container CPU rate at the sizing's rate window.
+
+    kube-prometheus' expression (kubernetes-mixin ``rules/apps.libsonnet``, without the ``kube_pod_info`` join of
+    newer versions: the bench world has no ``kube_pod_info``), with the cAdvisor selector the bench's series carry
+    (``job="kubelet"``; they have no ``image`` or ``metrics_path`` label) and the sizing's rate window: 5m at a
+    60 s scrape (its own name and window), 20m at the bench's 5-minute scrape (4 × scrape, like every method
+    here). Evaluated every scrape interval."""
+    from datetime import timedelta
+
+    from traceo_finops.recording_rules.normalize import duration
+
+    window = duration(timedelta(seconds=rate_window))  # as Prometheus writes it: 20m
+    name = f"node_namespace_pod_container:container_cpu_usage_seconds_total:sum_rate{window}"
+    expr = (f'sum by (cluster, namespace, pod, container) (rate(container_cpu_usage_seconds_total{{job="kubelet", '
+            f'container!=""}}[{window}]))')
+    text = (f"groups:\n  - name: {RECORDED_GROUP}\n    interval: {interval}s\n    rules:\n"
+            f"      - record: {name}\n        expr: {json.dumps(expr)}\n")
+    return name, text
+
+
+def ensure_recorded(data_dir: Path, world_meta: dict[str, Any], rate_window: int) -> tuple[Path, dict[str, Any]]:
+    """The rule file, and the rule's 14-day history in ``data_dir`` (built once, then cached).
+
+    The history is what the rule manager would have written: ``promtool tsdb create-blocks-from rules`` evaluates
+    the rule through the query API of a Prometheus on the raw history, every ``interval`` from the history's start
+    (so on the sizing's steps), into blocks that are moved into the TSDB; a Prometheus start then compacts them
+    with the raw blocks, as a live server would have."""
+    root = data_dir.parent
+    name, text = recorded_rule(rate_window, world_meta["interval"])
+    rule_file = root / "recorded-cpu-rate.rules.yml"
+    marker = root / "recorded-cpu-rate.json"
+    if marker.exists() and json.loads(marker.read_text()).get("rules") == text and rule_file.exists():
+        return rule_file, json.loads(marker.read_text())
+    if marker.exists():
+        raise SystemExit(f"{data_dir} holds another recorded rule's history ({marker}); remove {root} to rebuild")
+    rule_file.write_text(text)
+    out = root / "recorded-blocks"
+    shutil.rmtree(out, ignore_errors=True)
+    proc, url, _ = start_prometheus(data_dir, root)
+    try:
+        t0 = time.monotonic()
+        done = subprocess.run([data.PROMTOOL, "tsdb", "create-blocks-from", "rules", "--quiet", f"--url={url}",
+                               f"--start={world_meta['start']}", f"--end={world_meta['end'] + world_meta['interval']}",
+                               f"--output-dir={out}", str(rule_file)], capture_output=True, text=True)
+        backfill = time.monotonic() - t0
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    if done.returncode != 0:
+        raise RuntimeError(f"promtool create-blocks-from rules failed: {done.stderr[-2000:]}")
+    blocks = [b for b in out.iterdir() if b.is_dir() and len(b.name) == 26]
+    for b in blocks:
+        shutil.move(str(b), data_dir / b.name)
+    shutil.rmtree(out, ignore_errors=True)
+    t1 = time.monotonic()
+    data.compact(data_dir)
+    info = {"rule": name, "rules": text, "blocks": len(blocks), "backfill_seconds": round(backfill, 1),
+            "compact_seconds": round(time.monotonic() - t1, 1)}
+    marker.write_text(json.dumps(info, indent=1) + "\n")
+    print(f"recorded rule {name}: {len(blocks)} blocks backfilled in {backfill:.0f} s, compacted in "
+          f"{info['compact_seconds']:.0f} s", flush=True)
+    return rule_file, info
+
+
+def recorded_runs(data_dir: Path, world_meta: dict[str, Any], interval: int, runs: int) -> dict[str, Any]:
+    """``runs`` times: ours on a Prometheus without the rule (``rate()``), then ours, (b) and (b′) on one that
+    loads it (ours finds it in the rules API and reads the CPU percentiles from the recorded series). Same TSDB."""
+    from traceo_finops.rightsizing.queries import choose_resolution
+
+    res = choose_resolution(world_meta["end"] - world_meta["start"], 300, interval)
+    rule_file, info = ensure_recorded(data_dir, world_meta, res.rate_window)
+    out: dict[str, Any] = {"rule": {k: v for k, v in info.items() if k != "rules"}, "runs": []}
+    for run in range(1, runs + 1):
+        load = [round(x, 2) for x in os.getloadavg()]
+        without = compare(data_dir, world_meta, interval, ["ours"], tag="-rate")
+        with_rule = compare(data_dir, world_meta, interval, ["ours", "krr", "krr-simple"], rule_file, tag="-rule")
+        o, b, b1 = with_rule["ours"], with_rule["krr"], with_rule["krr-simple"]
+        r = {"run": run, "loadavg_at_start": load, "ours_rate": without["ours"], **with_rule,
+             "krr_wall/ours_rule_wall": round(b["wall"] / o["wall"], 2),
+             "krr_simple_wall/ours_rule_wall": round(b1["wall"] / o["wall"], 2),
+             "ours_rate_wall/ours_rule_wall": round(without["ours"]["wall"] / o["wall"], 2)}
+        out["runs"].append(r)
+        print(f"recorded run {run}: ours with rule {o['wall']:.2f} s (CPU rate from "
+              f"{o['resolution'].get('cpu_rate_source')}), ours with rate() {without['ours']['wall']:.2f} s, "
+              f"(b) {b['wall']:.2f} s, (b′) {b1['wall']:.2f} s → {r['krr_wall/ours_rule_wall']}× vs (b), "
+              f"{r['krr_simple_wall/ours_rule_wall']}× vs (b′)", flush=True)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--methods", default="ours,vpa,krr,krr-simple")
@@ -396,6 +501,11 @@ def main() -> int:
     ap.add_argument("--remeasure", action="store_true")
     ap.add_argument("--no-krr-defaults", dest="krr_defaults", action="store_false",
                     help="skip KRR at its own defaults on a 60 s history of 1,000 containers")
+    ap.add_argument("--containers", type=int, default=data.TARGET_CONTAINERS,
+                    help="containers running at the end of the history (default 10,000)")
+    ap.add_argument("--recorded", choices=("yes", "no", "only"), default="yes",
+                    help="also run with kube-prometheus' recorded CPU rate loaded (only: nothing else)")
+    ap.add_argument("--runs", type=int, default=3, help="runs of the recorded comparison")
     ap.add_argument("--worker", nargs=4, metavar=("METHOD", "URL", "META", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -417,8 +527,8 @@ def main() -> int:
     interval = choice["interval"]
     print(f"scrape interval {interval} s ({choice.get('reason')})", flush=True)
     load = os.getloadavg()
-    data_dir, world_meta = data.ensure_tsdb(interval)
-    results = compare(data_dir, world_meta, interval, args.methods.split(","))
+    data_dir, world_meta = data.ensure_tsdb(interval, target=args.containers)
+    results = compare(data_dir, world_meta, interval, args.methods.split(",")) if args.recorded != "only" else {}
     summary: dict[str, Any] = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "host": {"cpus": os.cpu_count(), "machine": platform.machine(), "loadavg_at_start": [round(x, 2) for x in load],
@@ -437,7 +547,9 @@ def main() -> int:
         }
         if "krr-simple" in results:
             summary["goals"]["krr_simple_wall/ours_wall"] = round(results["krr-simple"]["wall"] / o["wall"], 2)
-    if args.krr_defaults:
+    if args.recorded != "no":
+        summary["recorded"] = recorded_runs(data_dir, world_meta, interval, args.runs)
+    if args.krr_defaults and args.recorded != "only":
         # KRR's default step (1.25 min, also its rate window) finds nothing on a 5-minute scrape: compare at its
         # defaults on a 60 s history of a tenth of the cluster (cheap enough to build here).
         small_dir, small_meta = data.ensure_tsdb(60, target=data.TARGET_CONTAINERS // 10)
@@ -447,10 +559,12 @@ def main() -> int:
                                                  "workloads", "days", "build")},
             "results": small, "krr_wall/ours_wall": round(small["krr:75"]["wall"] / small["ours"]["wall"], 2),
             "krr_simple_wall/ours_wall": round(small["krr-simple:75"]["wall"] / small["ours"]["wall"], 2)}
-    RESULTS.write_text(json.dumps(summary, indent=1) + "\n")
+    results_path = RESULTS if args.containers == data.TARGET_CONTAINERS and args.recorded != "only" else \
+        data.OUT_DIR / f"rightsizing-results-{args.containers}c{'-recorded' if args.recorded == 'only' else ''}.json"
+    results_path.write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps({"goals": summary.get("goals"),
                       "krr_defaults_60s": (summary.get("krr_defaults_60s") or {}).get("krr_wall/ours_wall")}, indent=1))
-    print(f"written {RESULTS}")
+    print(f"written {results_path}")
     return 0
 
 
