@@ -58,19 +58,9 @@ def finops_cardinality() -> None:
         """Check and publish every dataset of this run's report date, and the relabel YAML beside them."""
         return kit.publish_step("cardinality", list(audits), list(findings))
 
-    @task
-    def post_digest(written: dict) -> bool:
-        """Savings and top offenders to Slack, once per run."""
-        return kit.digest_step("cardinality", written)
-
-    @task(retries=0)
-    def verdict(written: dict) -> None:
-        """Fail the run if a source/tenant failed; its error is in run_targets and the digest."""
-        kit.verdict_step(written)
-
     each = targets()
     written = write_reports(audit.expand(target=each), config_audit.expand(target=each))
-    post_digest(written) >> verdict(written)
+    kit.digest_and_verdict("cardinality", written)
 
 
 finops_cardinality()

@@ -41,16 +41,8 @@ def finops_cost_report() -> None:
     def write_report(stats: list[dict]) -> dict:
         return kit.publish_step(WORKFLOW, list(stats))
 
-    @task
-    def post_digest(written: dict) -> bool:
-        return kit.digest_step(WORKFLOW, written)
-
-    @task(retries=0)
-    def verdict(written: dict) -> None:
-        kit.verdict_step(written)
-
     written = write_report(storage.expand(target=targets()))
-    post_digest(written) >> verdict(written)
+    kit.digest_and_verdict(WORKFLOW, written)
 
 
 finops_cost_report()

@@ -49,18 +49,8 @@ def finops_recording_rules() -> None:
         """Check and publish both datasets of this run's report date, and the rule files beside them."""
         return kit.publish_step(WORKFLOW, list(mined))
 
-    @task
-    def post_digest(written: dict) -> bool:
-        """The suggested rules with speedup and cost to Slack, once per run."""
-        return kit.digest_step(WORKFLOW, written)
-
-    @task(retries=0)
-    def verdict(written: dict) -> None:
-        """Fail the run if a source/tenant failed; its error is in run_targets and the digest."""
-        kit.verdict_step(written)
-
     written = write_report(mine.expand(target=targets()))
-    post_digest(written) >> verdict(written)
+    kit.digest_and_verdict(WORKFLOW, written)
 
 
 finops_recording_rules()

@@ -69,20 +69,10 @@ def finops_rightsizing() -> None:
         """Recommend, price, check and publish the `rightsizing` partition and the patches beside it."""
         return kit.publish_step("rightsizing", planned, list(pieces), stack)
 
-    @task
-    def post_digest(written: dict) -> bool:
-        """Totals and the biggest savings to Slack, once per run."""
-        return kit.digest_step("rightsizing", written)
-
-    @task(retries=0)
-    def verdict(written: dict) -> None:
-        """Fail the run if a source or batch failed; its error is in run_targets and the digest."""
-        kit.verdict_step(written)
-
     planned = plan()
     pieces = collect.expand(target=batches(planned))
     written = write_report(planned, pieces, size_stack(planned))
-    post_digest(written) >> verdict(written)
+    kit.digest_and_verdict("rightsizing", written)
 
 
 finops_rightsizing()

@@ -64,19 +64,9 @@ def finops_s3_tiering() -> None:
         """Check and publish this run's `s3_tiering` partition and the lifecycle JSON beside it."""
         return kit.publish_step("s3_tiering", list(plans), outcomes)
 
-    @task
-    def post_digest(written: dict) -> bool:
-        """Savings, rule diffs and what was written to Slack, once per run."""
-        return kit.digest_step("s3_tiering", written)
-
-    @task(retries=0)
-    def verdict(written: dict) -> None:
-        """Fail the run if a bucket could not be planned or applied."""
-        kit.verdict_step(written)
-
     plans = plan.expand(target=targets())
     written = write_report(plans, apply(plans))
-    post_digest(written) >> verdict(written)
+    kit.digest_and_verdict("s3_tiering", written)
 
 
 finops_s3_tiering()

@@ -45,18 +45,8 @@ def finops_slo() -> None:
         """Check and publish slo_budget of this run's report date, with the rules and decision files beside it."""
         return kit.publish_step(WORKFLOW, list(evaluated))
 
-    @task
-    def post_digest(written: dict) -> bool:
-        """A line per SLO to Slack, once per run."""
-        return kit.digest_step(WORKFLOW, written)
-
-    @task(retries=0)
-    def verdict(written: dict) -> None:
-        """Fail the run if a source/tenant failed; its error is in run_targets and the digest."""
-        kit.verdict_step(written)
-
     written = write_report(evaluate.expand(target=targets()))
-    post_digest(written) >> verdict(written)
+    kit.digest_and_verdict(WORKFLOW, written)
 
 
 finops_slo()

@@ -19,9 +19,9 @@ import re
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from types import ModuleType
-from typing import TYPE_CHECKING, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
-from airflow.sdk import Asset, BaseHook, CronDataIntervalTimetable, Param, get_current_context
+from airflow.sdk import Asset, BaseHook, CronDataIntervalTimetable, Param, XComArg, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
 
 from traceo_finops.shapes import Json, JsonObject, S3Client
@@ -409,3 +409,24 @@ def verdict_step(written: Written) -> None:
     from traceo_finops.kit.outcome import verdict
 
     _fail_fast(lambda: verdict(written))
+
+
+def digest_and_verdict(workflow: str, written: XComArg) -> None:
+    """The last two tasks of every workflow, after its publish task (``written`` is that task's output).
+
+    ``post_digest``: the run's digest to Slack, once per run, with its coverage and failed targets.
+    ``verdict``: fails the run if a target failed, without retries (its error is already in
+    ``run_targets`` and the digest; a retry could not change it).
+    """
+    @task
+    def post_digest(written: Any) -> bool:  # Written at run time; Any: Airflow resolves these hints
+        """The run's digest to Slack (slack_finops), once per run."""
+        return digest_step(workflow, written)
+
+    @task(retries=0)
+    def verdict(written: Any) -> None:
+        """Fail the run if a target failed; its error is in run_targets and the digest."""
+        verdict_step(written)
+
+    post_digest(written) >> verdict(written)
+

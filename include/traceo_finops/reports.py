@@ -42,6 +42,16 @@ TableRows: TypeAlias = Iterable[Mapping[str, object]] | pa.Table
 S3Options: TypeAlias = Mapping[str, object]
 
 
+def column(name: str, kind: pa.DataType, nullable: bool = False) -> pa.Field:
+    """A dataset column; not nullable unless said."""
+    return pa.field(name, kind, nullable=nullable)
+
+
+# The run's window, on every row of a dataset that reports on one.
+WINDOW_COLUMNS = (column("window_start", pa.timestamp("s", tz="UTC")),
+                  column("window_end", pa.timestamp("s", tz="UTC")))
+
+
 class ReportError(RuntimeError):
     """A report cannot be built or written; the message names the dataset and the place."""
 

@@ -76,7 +76,7 @@ from traceo_finops.prometheus import PrometheusClient, sample_int
 from traceo_finops.prometheus.promql import LOOKBACK_DELTA, parse_duration
 from traceo_finops.prometheus.promql import format_duration as show_duration
 from traceo_finops.quality import between, not_null, one_of, unique_together
-from traceo_finops.reports import Dataset
+from traceo_finops.reports import WINDOW_COLUMNS, Dataset
 
 log = logging.getLogger(__name__)
 
@@ -534,8 +534,7 @@ CONFIG_FINDINGS = Dataset(
         pa.field("recommendation", pa.string(), nullable=False),
         pa.field("monthly_saving_usd", pa.float64(), nullable=False),  # estimate, see saving_model
         pa.field("saving_model", pa.string(), nullable=False),
-        pa.field("window_start", pa.timestamp("s", tz="UTC"), nullable=False),
-        pa.field("window_end", pa.timestamp("s", tz="UTC"), nullable=False),
+        *WINDOW_COLUMNS,
     ]),
     expectations=(
         *not_null("source", "tenant", "check_id", "severity", "subject", "evidence", "recommendation",

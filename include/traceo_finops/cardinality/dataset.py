@@ -11,11 +11,9 @@ import pyarrow as pa
 from traceo_finops.cardinality.config_audit import CHECK_NO_SERIES
 from traceo_finops.cardinality.recommend import Classification, Suggestion
 from traceo_finops.quality import between, not_null, one_of, unique_together
-from traceo_finops.reports import Dataset
+from traceo_finops.reports import WINDOW_COLUMNS, Dataset
 from traceo_finops.slack import Digest
 
-_WINDOW = [pa.field("window_start", pa.timestamp("s", tz="UTC"), nullable=False),
-           pa.field("window_end", pa.timestamp("s", tz="UTC"), nullable=False)]
 _WHERE = [pa.field("source", pa.string(), nullable=False), pa.field("tenant", pa.string(), nullable=False)]
 _USAGE = [pa.field("usage_rules", pa.int64(), nullable=False), pa.field("usage_dashboards", pa.int64(), nullable=False),
           pa.field("usage_queries", pa.int64(), nullable=False)]
@@ -40,7 +38,7 @@ CARDINALITY = Dataset(
         pa.field("monthly_cost_usd", pa.float64(), nullable=False),
         pa.field("monthly_cost_after_usd", pa.float64(), nullable=False),
         pa.field("monthly_saving_usd", pa.float64(), nullable=False),
-        *_WINDOW,
+        *WINDOW_COLUMNS,
     ]),
     expectations=(
         *not_null("source", "tenant", "metric", "series", "classification", "suggestion"),
@@ -66,7 +64,7 @@ CARDINALITY_LABELS = Dataset(
         pa.field("needed", pa.bool_(), nullable=False),  # some usage needs it to keep its result
         *_USAGE,
         pa.field("usage_kinds", pa.list_(pa.string()), nullable=False),  # matcher, by, on, group_left …
-        *_WINDOW,
+        *WINDOW_COLUMNS,
     ]),
     expectations=(
         *not_null("source", "tenant", "metric", "label", "distinct_values", "needed"),
@@ -86,7 +84,7 @@ SHOWBACK = Dataset(
         pa.field("series", pa.int64(), nullable=False),
         pa.field("share", pa.float64(), nullable=False),
         pa.field("monthly_cost_usd", pa.float64(), nullable=False),
-        *_WINDOW,
+        *WINDOW_COLUMNS,
     ]),
     expectations=(
         *not_null("owner", "series", "share", "monthly_cost_usd"),
@@ -107,7 +105,7 @@ USAGE_ERRORS = Dataset(
         pa.field("location", pa.string(), nullable=False),
         pa.field("expression", pa.string(), nullable=False),
         pa.field("error", pa.string(), nullable=False),
-        *_WINDOW,
+        *WINDOW_COLUMNS,
     ]),
     expectations=(*not_null("source_kind", "error"),),
 )

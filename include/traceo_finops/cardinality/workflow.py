@@ -25,7 +25,7 @@ from traceo_finops.cardinality.recommend import (
     protected_labels,
 )
 from traceo_finops.config import PROJECT_ROOT, config_path
-from traceo_finops.kit.context import RunContext, Target, source_targets
+from traceo_finops.kit.context import RunContext, Target, slug, source_targets
 from traceo_finops.kit.outcome import NoTargets, TargetResult, results_of
 from traceo_finops.kit.publish import Report, read_committed
 from traceo_finops.prometheus import PrometheusClient, quote, sample_int, selector
@@ -326,7 +326,7 @@ def build(ctx: RunContext, audits: Sequence[dict[str, Any]],
                           + [row for a in done for row in a.get("findings", [])]),
     ])
     for a in done:
-        prefix = "-".join(p for p in (a["source"], a["tenant"]) if p)
+        prefix = slug(a["source"], a["tenant"])
         for name, text in sorted(a["relabel"].items()):
             report.artifacts[(CARDINALITY.name, f"{prefix}-{name}")] = text.encode()
     return report, results

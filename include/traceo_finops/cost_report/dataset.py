@@ -13,7 +13,8 @@ from traceo_finops.cost_report.model import CATEGORIES, by_category, totals
 from traceo_finops.cost_report.recommend import APPLIED, KINDS, LEVELS, PROPOSED
 from traceo_finops.cost_report.storage import KIND_MIMIR_TENANT, KIND_PROMETHEUS, STATUSES
 from traceo_finops.quality import Expect, between, not_null, one_of, unique_together
-from traceo_finops.reports import Dataset
+from traceo_finops.reports import WINDOW_COLUMNS, Dataset
+from traceo_finops.reports import column as _f
 from traceo_finops.slack import Digest
 
 F64, I64, STR = pa.float64(), pa.int64(), pa.string()
@@ -23,11 +24,8 @@ INPUT_USED, INPUT_MISSING, INPUT_STALE, INPUT_REJECTED = "used", "missing", "sta
 INPUT_STATUSES = (INPUT_USED, INPUT_MISSING, INPUT_STALE, INPUT_REJECTED)
 
 
-def _f(name: str, kind: pa.DataType, nullable: bool = False) -> pa.Field:
-    return pa.field(name, kind, nullable=nullable)
 
 
-_WINDOW = [_f("window_start", pa.timestamp("s", tz="UTC")), _f("window_end", pa.timestamp("s", tz="UTC"))]
 
 
 def _a_ge_b(a: str, b: str) -> Expect:
@@ -50,7 +48,7 @@ STORAGE = Dataset(
         _f("retention_time_seconds", F64, True), _f("retention_size_bytes", I64, True),
         _f("samples_per_second", F64, True), _f("active_series", I64, True),
         _f("disk_needed_bytes", I64, True), _f("disk_gb_month_usd", F64), _f("monthly_cost_usd", F64),
-        *_WINDOW,
+        *WINDOW_COLUMNS,
     ]),
     expectations=(
         *not_null("source", "kind", "status", "monthly_cost_usd", "disk_gb_month_usd"),
@@ -74,7 +72,7 @@ COST_SUMMARY = Dataset(
         _f("current_monthly_usd", F64), _f("projected_monthly_usd", F64), _f("saving_monthly_usd", F64),
         _f("previous_monthly_usd", F64, True), _f("wow_change_usd", F64, True), _f("wow_change_pct", F64, True),
         _f("basis", STR), _f("notes", STR),
-        *_WINDOW,
+        *WINDOW_COLUMNS,
     ]),
     expectations=(
         # not-null on every dollar column also refuses NaN (pandas reads NaN as missing).
@@ -96,7 +94,7 @@ ACTIONS = Dataset(
         _f("rank", I64), _f("action_id", STR), _f("workflow", STR), _f("kind", STR), _f("target", STR),
         _f("owner", STR), _f("monthly_saving_usd", F64), _f("effort", STR), _f("risk", STR), _f("status", STR),
         _f("artifact_uri", STR), _f("detail", STR),
-        *_WINDOW,
+        *WINDOW_COLUMNS,
     ]),
     expectations=(
         *not_null("rank", "action_id", "kind", "owner", "monthly_saving_usd", "status"),
@@ -117,7 +115,7 @@ COST_ANOMALIES = Dataset(
         _f("day", pa.date32()), _f("category", STR), _f("owner", STR), _f("method", STR),
         _f("value_usd", F64), _f("baseline_usd", F64), _f("change_pct", F64, True), _f("score", F64, True),
         _f("explanation", STR),
-        *_WINDOW,
+        *WINDOW_COLUMNS,
     ]),
     expectations=(*not_null("category", "owner", "method", "explanation", "value_usd"),
                   one_of("method", list(METHODS)), unique_together("category", "owner", "method")),
@@ -131,7 +129,7 @@ COST_INPUTS = Dataset(
     schema=pa.schema([
         _f("dataset", STR), _f("status", STR), _f("report_date", pa.date32(), True),
         _f("schema_version", I64, True), _f("rows", I64), _f("uri", STR), _f("reason", STR),
-        *_WINDOW,
+        *WINDOW_COLUMNS,
     ]),
     expectations=(*not_null("dataset", "status"), one_of("status", list(INPUT_STATUSES)),
                   unique_together("dataset")),

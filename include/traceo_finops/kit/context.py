@@ -114,6 +114,11 @@ class Target:
                    dict(data.get("detail") or {}))
 
 
+def slug(source: str, tenant: str = "") -> str:
+    """``source`` or ``source-tenant``: how a source/tenant is named in file names beside a report."""
+    return "-".join(p for p in (source, tenant) if p)
+
+
 def source_targets(cfg: FinopsConfig) -> list[Target]:
     """One target per Prometheus source and per Mimir tenant, in configuration order."""
     out = []

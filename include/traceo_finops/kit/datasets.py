@@ -9,7 +9,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from traceo_finops.quality import not_null, one_of, unique_together
-from traceo_finops.reports import Dataset
+from traceo_finops.reports import WINDOW_COLUMNS, Dataset
 
 TARGET_OK = "ok"
 TARGET_FAILED = "failed"
@@ -27,8 +27,7 @@ RUN_TARGETS = Dataset(
         pa.field("status", pa.string(), nullable=False),
         pa.field("error", pa.string(), nullable=False),
         pa.field("rows_written", pa.int64(), nullable=False),
-        pa.field("window_start", pa.timestamp("s", tz="UTC"), nullable=False),
-        pa.field("window_end", pa.timestamp("s", tz="UTC"), nullable=False),
+        *WINDOW_COLUMNS,
     ]),
     expectations=(
         *not_null("target", "status"),

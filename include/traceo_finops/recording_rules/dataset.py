@@ -16,18 +16,16 @@ from typing import Any
 import pyarrow as pa
 
 from traceo_finops.quality import between, not_null, one_of, unique_together
-from traceo_finops.reports import Dataset
+from traceo_finops.reports import WINDOW_COLUMNS, Dataset
+from traceo_finops.reports import column as _f
 from traceo_finops.slack import Digest
 
 F64, I64, STR, BOOL = pa.float64(), pa.int64(), pa.string(), pa.bool_()
 SUGGESTED, REJECTED, ALREADY_RECORDED = "suggested", "rejected", "already_recorded"
 
 
-def _f(name: str, kind: pa.DataType, nullable: bool = False) -> pa.Field:
-    return pa.field(name, kind, nullable=nullable)
 
 
-_WINDOW = [_f("window_start", pa.timestamp("s", tz="UTC")), _f("window_end", pa.timestamp("s", tz="UTC"))]
 
 RECORDING_RULES = Dataset(
     name="recording_rules",
@@ -54,7 +52,7 @@ RECORDING_RULES = Dataset(
         _f("proof_step_seconds", I64, True),
         _f("validated", BOOL),
         _f("rejection_reason", STR),
-        *_WINDOW,
+        *WINDOW_COLUMNS,
     ]),
     expectations=(
         *not_null("source", "group_key", "example_query", "rule_name", "rule_expr", "rule_status", "validated",
@@ -87,7 +85,7 @@ RECORDING_RULES_INPUTS = Dataset(
         _f("groups", I64), _f("groups_with_site", I64), _f("groups_considered", I64),
         _f("suggested", I64), _f("rejected", I64), _f("already_recorded", I64), _f("name_conflicts", I64),
         _f("errors", pa.list_(STR)),  # the first recorded problems: file:line and why
-        *_WINDOW,
+        *WINDOW_COLUMNS,
     ]),
     expectations=(*not_null("source", "lines", "bad_lines"), between("lines", min_value=0),
                   unique_together("source", "tenant")),

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from traceo_finops.config import PROJECT_ROOT, RecordingRulesSettings, config_path
-from traceo_finops.kit.context import RunContext, Target, source_targets
+from traceo_finops.kit.context import RunContext, Target, slug, source_targets
 from traceo_finops.kit.outcome import TargetResult, results_of
 from traceo_finops.kit.publish import Report, read_committed
 from traceo_finops.prometheus.runner import QueryRunner
@@ -206,7 +206,7 @@ def build(ctx: RunContext, mined: Sequence[dict[str, Any]]) -> tuple[Report, lis
         (RECORDING_RULES_INPUTS, [m["inputs"] for m in done]),
     ])
     for m in done:
-        prefix = "-".join(p for p in (m["source"], m["tenant"]) if p)
+        prefix = slug(m["source"], m["tenant"])
         for name, text in sorted(m["files"].items()):
             report.artifacts[(RECORDING_RULES.name, f"{prefix}-{name}")] = text.encode()
     return report, results

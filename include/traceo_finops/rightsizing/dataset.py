@@ -10,6 +10,7 @@ import pyarrow as pa
 
 from traceo_finops.quality import Expect, between, not_null, one_of, unique_together
 from traceo_finops.reports import Dataset
+from traceo_finops.reports import column as _f
 from traceo_finops.rightsizing.model import BATCH_KINDS, ContainerUsage, WorkloadInfo
 from traceo_finops.rightsizing.queries import Resolution
 from traceo_finops.rightsizing.recommend import Policy, Prices, Recommendation, Status, costs, recommend
@@ -19,8 +20,6 @@ DATASET_NAME = "rightsizing"
 F64, I64, STR, BOOL = pa.float64(), pa.int64(), pa.string(), pa.bool_()
 
 
-def _f(name: str, kind: pa.DataType, nullable: bool = False) -> pa.Field:
-    return pa.field(name, kind, nullable=nullable)
 
 
 RIGHTSIZING = Dataset(

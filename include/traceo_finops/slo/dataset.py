@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from traceo_finops.quality import between, not_null, one_of, unique_together
 from traceo_finops.reports import Dataset
+from traceo_finops.reports import column as _f
 from traceo_finops.slack import Digest
 from traceo_finops.slo.burnrate import SLI_WINDOWS, prom_duration
 from traceo_finops.slo.recommend import Decision
@@ -28,8 +29,6 @@ POLICY = ("more than 50 % of the error budget remaining: deploy; 25-50 %: low-ri
           "deploy; below 10 %: emergency hold; unknown (no data): no deploy until someone looks")
 
 
-def _f(name: str, kind: pa.DataType, nullable: bool = False) -> pa.Field:
-    return pa.field(name, kind, nullable=nullable)
 
 
 SLO_BUDGET = Dataset(

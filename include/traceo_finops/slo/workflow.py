@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from traceo_finops.config import PROJECT_ROOT, SloSettings, config_path
-from traceo_finops.kit.context import RunContext, Target, source_targets
+from traceo_finops.kit.context import RunContext, Target, slug, source_targets
 from traceo_finops.kit.outcome import TargetResult, results_of
 from traceo_finops.kit.publish import Report, read_committed
 from traceo_finops.prometheus.runner import QueryRunner
@@ -157,7 +157,7 @@ def evaluate(ctx: RunContext, target: Target) -> dict[str, Any]:
     with QueryRunner(ctx.spec(target)) as runner:
         for slo in slos:
             rows.append(budget_row(target, slo, runner.call(partial(measure, slo=slo, at=at)), window))
-    prefix = "-".join(p for p in (target.source, target.tenant) if p)
+    prefix = slug(target.source, target.tenant)
     files |= decision_files(target, rows, datetime.now(UTC))
     log.info("%s: %d SLO(s) from %d spec file(s): %s", target.label, len(rows), len(paths),
              ", ".join(f"{r['slo_id']} {r['decision']}" for r in rows))
