@@ -352,6 +352,25 @@ def test_a_config_error_fails_at_once(breaks: Any, end: datetime, conns: dict[st
 
 @pytest.mark.dag
 @pytest.mark.integration
+def test_an_unwritable_report_root_fails_before_any_collection(end: datetime, conns: dict[str, str],
+                                                              finops_config: Path, rightsizing_dag: Any,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              capfd: pytest.CaptureFixture[str]) -> None:
+    """A root under a regular file (root may write anywhere, so permissions would prove nothing here)."""
+    blocker = finops_config.parent / "not-a-folder"
+    blocker.write_text("a file where the report root's parent should be")
+    monkeypatch.setenv("FINOPS_REPORT_ROOT", str(blocker / "reports"))
+    _configure(finops_config, [DEVSTACK])
+    assert rightsizing_dag.get_task("plan").retries >= 2
+    run, tis = _run(rightsizing_dag, end)
+    assert run.state == "failed" and tis["plan"].state == "failed" and tis["plan"].try_number == 1
+    assert {ti.state for t, ti in tis.items() if t != "plan"} == {"upstream_failed"}  # nothing was collected
+    out, _ = capfd.readouterr()
+    assert "ReportRootUnwritable" in out and f"report root {blocker / 'reports'} is not writable" in out
+
+
+@pytest.mark.dag
+@pytest.mark.integration
 @pytest.mark.parametrize(("param", "value", "says"), [
     ("history", "-6h", "param history='-6h'"),
     ("history", "0s", "param history='0s'"),

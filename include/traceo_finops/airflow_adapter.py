@@ -279,8 +279,10 @@ def _permanent_errors() -> tuple[type[BaseException], ...]:
     from traceo_finops.pricing import PricingError
     from traceo_finops.prometheus import PrometheusAuthError
     from traceo_finops.quality import DataQualityError
+    from traceo_finops.reports import ReportRootUnwritable
 
-    return (ConfigError, ConnectionMissing, PermanentError, PricingError, PrometheusAuthError, DataQualityError)
+    return (ConfigError, ConnectionMissing, PermanentError, PricingError, PrometheusAuthError, DataQualityError,
+            ReportRootUnwritable)
 
 
 def _fail_fast(call: Callable[[], T]) -> T:
@@ -353,8 +355,18 @@ def _workflow(workflow: str) -> ModuleType:
 
 
 def step(workflow: str, name: str, *args: Json) -> Json:
-    """Call ``traceo_finops.<workflow>.workflow.<name>(ctx, *args)`` with this task's run context."""
-    return _fail_fast(lambda: getattr(_workflow(workflow), name)(run_context(workflow), *args))
+    """Call ``traceo_finops.<workflow>.workflow.<name>(ctx, *args)`` with this task's run context.
+
+    ``targets``, the first step of every workflow, first checks that the report root is writable: an
+    unwritable root fails the run before any collection, not after it.
+    """
+    def run() -> Json:
+        ctx = run_context(workflow)
+        if name == "targets":
+            ctx.store.check_writable()
+        return getattr(_workflow(workflow), name)(ctx, *args)
+
+    return _fail_fast(run)
 
 
 def target_step(workflow: str, name: str, target: Mapping[str, Json], *args: Json) -> TargetResultDict:

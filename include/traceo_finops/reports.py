@@ -56,6 +56,10 @@ class ReportError(RuntimeError):
     """A report cannot be built or written; the message names the dataset and the place."""
 
 
+class ReportRootUnwritable(ReportError):
+    """Nothing can be written under the report root; retrying will not help until it is fixed."""
+
+
 @dataclass(frozen=True)
 class Dataset:
     """A report dataset: its name, its Arrow schema (without the partition column) and version."""
@@ -269,6 +273,17 @@ class ReportStore:
         except OSError as exc:
             raise ReportError(f"writing {self._uri(path)} failed: {exc}") from None
         return self._uri(path)
+
+    def check_writable(self) -> None:
+        """Write and remove a small probe file under the root, so an unwritable root fails before any work."""
+        probe = posixpath.join(self.base, STAGING_DIR, f"probe-{uuid.uuid4().hex}")
+        try:
+            if not self.is_s3:
+                self.fs.create_dir(posixpath.dirname(probe), recursive=True)
+            self._write_bytes(probe, b"")
+            self.fs.delete_file(probe)
+        except OSError as exc:
+            raise ReportRootUnwritable(f"report root {self.uri} is not writable: {exc}") from None
 
     def create_exclusive(self, path: str, content: bytes) -> bool:
         """Create ``path`` only if it does not exist (atomically); False when it already exists.
