@@ -361,10 +361,11 @@ def step(workflow: str, name: str, *args: Json) -> Json:
     unwritable root fails the run before any collection, not after it.
     """
     def run() -> Json:
+        fn = getattr(_workflow(workflow), name)  # an unknown workflow is named before anything else runs
         ctx = run_context(workflow)
         if name == "targets":
             ctx.store.check_writable()
-        return getattr(_workflow(workflow), name)(ctx, *args)
+        return fn(ctx, *args)
 
     return _fail_fast(run)
 
