@@ -99,7 +99,9 @@ def test_run_publishes_budgets_proven_files_decisions_posts_once_and_a_rerun_rep
     assert total > 0
     expected = 1 - (errors / total) / 0.001
     assert checkout["budget_remaining"] == pytest.approx(expected, abs=0.005)
-    assert checkout["requests"] == pytest.approx(total, rel=0.05)
+    # The count itself: summed 5-minute rates vs a raw increase differ at the edges of young series (a fresh
+    # devstack's live counters are minutes old), so only roughly; the budget above is the exact check.
+    assert checkout["requests"] == pytest.approx(total, rel=0.10)
     assert all(checkout[f"burn_rate_{w}"] is not None for w in ("5m", "30m", "1h"))
     # The seed's decision follows from what was measured.
     remaining = checkout["budget_remaining"]
