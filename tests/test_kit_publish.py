@@ -149,6 +149,30 @@ def test_run_targets_has_one_row_per_source_tenant_and_bucket(tmp_path: Path) ->
 
 
 @pytest.mark.unit
+def test_a_targets_note_lands_in_its_run_targets_row(tmp_path: Path) -> None:
+    """What rows cannot show (a live read on a past day, no data in the window) is stated per target."""
+    store = ReportStore(str(tmp_path))
+    rep = report("one")
+    rep.notes = {"bucket blocks-eu": "objects read live"}
+    publish(context(store, "run-1"), rep, results())
+    notes = {r["target"]: r["note"] for r in read_committed(store, "run_targets", DAY, dag_id=DAG).to_pylist()}
+    assert notes == {"prom-a": "", "mimir/team-a": "", "mimir/team-b": "", "bucket blocks-eu": "objects read live"}
+
+
+@pytest.mark.unit
+def test_a_live_read_is_noted_only_long_after_the_windows_end() -> None:
+    from traceo_finops.kit.context import LIVE_READ_SLACK
+
+    ctx = context(ReportStore("/nonexistent"), "run-1")
+    assert not ctx.is_past_day(WINDOW.end + LIVE_READ_SLACK)
+    assert ctx.live_read_note("bucket listing", WINDOW.end + timedelta(minutes=5)) == ""
+    late = WINDOW.end + LIVE_READ_SLACK + timedelta(seconds=1)
+    assert ctx.is_past_day(late)
+    note = ctx.live_read_note("bucket listing", late)
+    assert note.startswith("bucket listing read live at") and WINDOW.end.isoformat() in note
+
+
+@pytest.mark.unit
 def test_read_committed_refuses_a_partition_of_another_run(tmp_path: Path) -> None:
     store = ReportStore(str(tmp_path))
     publish(context(store, "run-1"), report("one"), results())

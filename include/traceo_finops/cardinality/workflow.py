@@ -296,8 +296,26 @@ def audit(ctx: RunContext, target: Target) -> dict[str, Any]:
     """Census, usage, verdicts and showback of one source/tenant; series are counted at the window's end."""
     count_method = ctx.cfg.source(target.source).census_count_method
     with PrometheusClient(ctx.spec(target)) as client:
-        return audit_source(client, target.source, target.tenant, ctx.window.start, ctx.window.end, ctx.settings,
-                            ctx.prices.series_month_per_1k("self_hosted"), PROJECT_ROOT, count_method)
+        result = audit_source(client, target.source, target.tenant, ctx.window.start, ctx.window.end, ctx.settings,
+                              ctx.prices.series_month_per_1k("self_hosted"), PROJECT_ROOT, count_method)
+        mimir = client.spec.flavor == "mimir"
+    result["note"] = census_note(ctx, mimir, result["series_total"])
+    return result
+
+
+def census_note(ctx: RunContext, mimir: bool, series_total: int) -> str:
+    """What a source's rows cannot show: a Mimir census read now on a past day, or no series at all.
+
+    Prometheus series and labels are counted with PromQL at the window's end, so a backfill within
+    retention counts that day; Mimir's cardinality API only knows now. The config findings (flags,
+    loaded config, head stats) are always today's.
+    """
+    if mimir:
+        return ctx.live_read_note("series counts (Mimir's cardinality API has no history) and config findings")
+    if series_total == 0:
+        return (f"no series at the window's end {ctx.window.end.isoformat()}: the window is before the source's "
+                "data or beyond its retention")
+    return ctx.live_read_note("config findings (flags, loaded config, head stats)")
 
 
 def config_audit(ctx: RunContext, target: Target) -> list[dict[str, Any]]:
@@ -325,6 +343,7 @@ def build(ctx: RunContext, audits: Sequence[dict[str, Any]],
         (CONFIG_FINDINGS, [row for r in results_of(findings) if r.ok for row in r.payload]
                           + [row for a in done for row in a.get("findings", [])]),
     ])
+    report.notes = {r.target.label: r.payload["note"] for r in results_of(audits) if r.ok and r.payload.get("note")}
     for a in done:
         prefix = slug(a["source"], a["tenant"])
         for name, text in sorted(a["relabel"].items()):

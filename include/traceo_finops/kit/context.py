@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
@@ -26,6 +26,11 @@ if TYPE_CHECKING:
     from traceo_finops.prometheus import SourceSpec
     from traceo_finops.reports import ReportStore, S3Options
     from traceo_finops.slack import Poster
+
+
+# A scheduled run starts minutes after its window ends, a queued one perhaps hours later; a live read
+# more than this after the window's end belongs to a backfill or a rerun of a past day.
+LIVE_READ_SLACK = timedelta(hours=6)
 
 
 class TargetKind(StrEnum):
@@ -220,6 +225,22 @@ class RunContext:
 
     def post_to_slack(self) -> bool:
         return bool(self.cfg.slack.enabled and self.param("post_to_slack", True))
+
+    def is_past_day(self, at: datetime | None = None) -> bool:
+        """Whether the window ended long before ``at`` (now): a backfill or a rerun of a past day."""
+        return (at or datetime.now(UTC)) - self.window.end > LIVE_READ_SLACK
+
+    def live_read_note(self, what: str, at: datetime | None = None) -> str:
+        """The ``run_targets`` note for ``what``, read live at ``at`` (now) although the window ended long ago.
+
+        "" for a run read close to its window's end. A backfill cannot make a live API (Mimir's
+        cardinality API, a bucket listing) answer for a past day: its rows say so instead.
+        """
+        at = at or datetime.now(UTC)
+        if not self.is_past_day(at):
+            return ""
+        return (f"{what} read live at {at.replace(microsecond=0).isoformat()}, not at the window's end "
+                f"{self.window.end.isoformat()}: a past day's value cannot be read back")
 
 
 def lookback_of(cfg: FinopsConfig, workflow: str) -> timedelta:

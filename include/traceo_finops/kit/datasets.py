@@ -16,8 +16,9 @@ TARGET_FAILED = "failed"
 
 RUN_TARGETS = Dataset(
     name="run_targets",
-    version=1,
-    description="Every target of a run (source, tenant, bucket, batch): status, error, rows written.",
+    version=2,  # v2: note
+    description="Every target of a run (source, tenant, bucket, batch): status, error, rows written, and what "
+                "the rows cannot show (no data in the window, a figure read live on a past day).",
     schema=pa.schema([
         pa.field("target", pa.string(), nullable=False),
         pa.field("kind", pa.string(), nullable=False),
@@ -27,6 +28,7 @@ RUN_TARGETS = Dataset(
         pa.field("status", pa.string(), nullable=False),
         pa.field("error", pa.string(), nullable=False),
         pa.field("rows_written", pa.int64(), nullable=False),
+        pa.field("note", pa.string(), nullable=False),  # "" when the rows need no caveat
         *WINDOW_COLUMNS,
     ]),
     expectations=(

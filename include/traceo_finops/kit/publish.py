@@ -75,6 +75,9 @@ class Report:
     artifacts: dict[tuple[str, str], bytes] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)  # extra file metadata for every dataset
     summary: JsonObject = field(default_factory=dict)  # small, JSON-safe: goes back to the DAG
+    # target label -> what its rows cannot show (no data in the window, a live read on a past day);
+    # written to that target's ``run_targets`` row.
+    notes: dict[str, str] = field(default_factory=dict)
 
 
 class DatasetEntry(PartitionDict):
@@ -115,6 +118,7 @@ class RunTargetRow(TypedDict):
     status: str
     error: str
     rows_written: int
+    note: str
     window_start: datetime
     window_end: datetime
 
@@ -345,7 +349,8 @@ def _rows_by_target(tables: Sequence[tuple[Dataset, pa.Table]], target: Target) 
 
 
 def run_target_rows(ctx: RunContext, results: Sequence[TargetResult],
-                    tables: Sequence[tuple[Dataset, pa.Table]]) -> list[RunTargetRow]:
+                    tables: Sequence[tuple[Dataset, pa.Table]],
+                    notes: Mapping[str, str] | None = None) -> list[RunTargetRow]:
     """One ``run_targets`` row per source/tenant/bucket (batches are counted in their owner)."""
     owners: dict[Target, str] = {}
     for r in results:
@@ -355,7 +360,8 @@ def run_target_rows(ctx: RunContext, results: Sequence[TargetResult],
         owners.setdefault(owner, "")
     return [{"target": t.label, "kind": t.kind.value, "source": t.source, "tenant": t.tenant, "bucket": t.bucket,
              "status": TARGET_FAILED if err else TARGET_OK, "error": err,
-             "rows_written": _rows_by_target(tables, t), "window_start": ctx.window.start,
+             "rows_written": _rows_by_target(tables, t), "note": (notes or {}).get(t.label, ""),
+             "window_start": ctx.window.start,
              "window_end": ctx.window.end} for t, err in owners.items()]
 
 
@@ -365,7 +371,7 @@ def publish(ctx: RunContext, report: Report, results: Sequence[TargetResult] = (
 
     day = ctx.report_date
     tables = [(dataset, dataset.table(rows)) for dataset, rows in report.datasets]
-    run_targets = RUN_TARGETS.table(run_target_rows(ctx, results, tables))
+    run_targets = RUN_TARGETS.table(run_target_rows(ctx, results, tables, report.notes))
     checked_at = _now()
     quality = [check(d.name, t, d.expectations, raise_on_failure=False) for d, t in (*tables, (RUN_TARGETS,
                                                                                               run_targets))]

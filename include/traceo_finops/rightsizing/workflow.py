@@ -18,12 +18,13 @@ import functools
 import logging
 import posixpath
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, TypedDict
 
 from pydantic import TypeAdapter, ValidationError
 
 from traceo_finops.config import Duration, RightsizingSettings, config_path
-from traceo_finops.kit.context import RunContext, Target, source_targets
+from traceo_finops.kit.context import LIVE_READ_SLACK, RunContext, Target, source_targets
 from traceo_finops.kit.outcome import (
     NoTargets,
     PermanentError,
@@ -33,7 +34,7 @@ from traceo_finops.kit.outcome import (
     results_of,
     run_target,
 )
-from traceo_finops.kit.publish import Report, Written, read_committed
+from traceo_finops.kit.publish import Report, Written, publish, read_committed
 from traceo_finops.rightsizing import manifests
 from traceo_finops.rightsizing import queries as q
 from traceo_finops.rightsizing.collect import collect_batch, plan
@@ -102,7 +103,36 @@ def targets(ctx: RunContext) -> Planned:
     batches = [b for p in plans if not p["error"] for b in p["payload"]["batches"]]
     nothing = (f"no namespace matching workflows.rightsizing.namespaces {_settings(ctx).namespaces!r} has container "
                f"series on {', '.join(t.label for t in found)}: nothing to size")
+    if not batches and (notes := _before_data_notes(ctx, plans)):
+        # A backfill of days before the sources' data: on record, not a failure (nothing else runs).
+        publish(ctx, Report(datasets=[], notes=notes), results_of(plans))
+        log.warning("%s: no container series in the window; run_targets says why: %s", ctx.dag_id,
+                    "; ".join(notes.values()))
+        return {"plans": plans, "batches": []}
     return {"plans": plans, "batches": require_work(ctx, batches, results_of(plans), nothing)}
+
+
+def _before_data_notes(ctx: RunContext, plans: Sequence[Mapping[str, Json]]) -> dict[str, str]:
+    """target label -> note, when every planned source has no container series in a past window but has some now.
+
+    Only then is an empty window "no data that day" rather than a namespace filter that matches
+    nothing (which stays a :class:`NoTargets` error).
+    """
+    st = _settings(ctx)
+    results = results_of(plans)
+    if not results or not all(r.ok for r in results) or not ctx.is_past_day():
+        return {}
+    notes = {}
+    for r in results:
+        probe = plan(ctx.spec(r.target), datetime.now(UTC), LIVE_READ_SLACK.total_seconds(),
+                     rate_window=st.rate_window.total_seconds(), max_points=st.max_points,
+                     max_samples_per_query=st.max_samples_per_query, namespaces=st.namespaces)
+        if not probe.series:
+            return {}
+        notes[r.target.label] = (f"no container series in the window {ctx.window.start.isoformat()} – "
+                                 f"{ctx.window.end.isoformat()}: before the source's data or beyond its retention "
+                                 f"({probe.series} series now)")
+    return notes
 
 
 def collect(ctx: RunContext, target: Target) -> JsonObject:

@@ -325,6 +325,10 @@ def build(ctx: RunContext, plans: Sequence[Mapping[str, Json]],
                     summary={"outcomes": [dict(o) for o in outcomes]})
     for p in planned:
         report.artifacts.update({(DATASET_NAME, name): content for name, content in plan_artifacts(p).items()})
+    # A bucket is read as it is now: a backfill's rows are today's objects and rules under a past date.
+    read = {"list": "objects (a ListObjectsV2 listing)", "inventory": "objects (the newest S3 Inventory)"}
+    report.notes = {r.target.label: note for r in results if r.ok and (note := ctx.live_read_note(
+        read.get(str((r.payload or {}).get("source")), "objects") + " and lifecycle rules"))}
     return report, results
 
 
