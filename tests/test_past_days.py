@@ -31,17 +31,19 @@ def _run_targets(root: Path, dag_id: str, day: date) -> list[dict[str, Any]]:
     return pq.read_table(part).to_pylist()
 
 
-@pytest.mark.parametrize("dag_id", ["finops_rightsizing", "finops_cardinality"])
+@pytest.mark.parametrize(("dag_id", "why"), [("finops_rightsizing", "before the source's data"),
+                                             ("finops_cardinality", "before the source's data"),
+                                             ("finops_recording_rules", "no user query in the window")])
 def test_a_day_before_the_sources_data_is_recorded_as_no_data(devstack: dict[str, str], prom_truth: dict[str, Any],
                                                               finops_config: Path, airflow_db: Path,
-                                                              dag_id: str) -> None:
+                                                              dag_id: str, why: str) -> None:
     logical = _before_the_devstacks_data(prom_truth)
     run = load_dag(dag_id).test(logical_date=logical, run_conf={"post_to_slack": False})
     assert run.state == "success"
     day = (logical - timedelta(days=1)).date()  # the data interval [logical - 1 day, logical)
     rows = _run_targets(finops_config.parent / "reports", dag_id, day)
     assert rows and all(r["status"] == "ok" for r in rows)
-    assert all("before the source's data" in r["note"] for r in rows), rows
+    assert all(why in r["note"] for r in rows), rows
     assert {r["window_end"] for r in rows} == {logical}
 
 

@@ -205,6 +205,10 @@ def build(ctx: RunContext, mined: Sequence[dict[str, Any]]) -> tuple[Report, lis
         (RECORDING_RULES, [row for m in done for row in m["rows"]]),
         (RECORDING_RULES_INPUTS, [m["inputs"] for m in done]),
     ])
+    report.notes = {r.target.label: (
+        f"no user query in the window's query logs ({r.payload['inputs']['before_window']} lines before it, "
+        f"{r.payload['inputs']['after_window']} after): nothing to mine for that day")
+        for r in results if r.ok and not r.payload["inputs"]["api_queries"]}
     for m in done:
         prefix = slug(m["source"], m["tenant"])
         for name, text in sorted(m["files"].items()):
