@@ -304,18 +304,17 @@ def audit(ctx: RunContext, target: Target) -> dict[str, Any]:
 
 
 def census_note(ctx: RunContext, mimir: bool, series_total: int) -> str:
-    """What a source's rows cannot show: a Mimir census read now on a past day, or no series at all.
+    """What a source's rows cannot show: what was read live on a past day, or no series at all.
 
-    Prometheus series and labels are counted with PromQL at the window's end, so a backfill within
-    retention counts that day; Mimir's cardinality API only knows now. The config findings (flags,
-    loaded config, head stats) are always today's.
+    Prometheus series and labels are counted with PromQL at the window's end and usage comes from that
+    day's query log, so a backfill within retention counts that day; Mimir's cardinality API only knows
+    now, and rules, dashboards and config findings (flags, loaded config, head stats) are today's.
     """
-    if mimir:
-        return ctx.live_read_note("series counts (Mimir's cardinality API has no history) and config findings")
-    if series_total == 0:
+    if not mimir and series_total == 0:
         return (f"no series at the window's end {ctx.window.end.isoformat()}: the window is before the source's "
                 "data or beyond its retention")
-    return ctx.live_read_note("config findings (flags, loaded config, head stats)")
+    live = "rules, dashboards and config findings"
+    return ctx.live_read_note(f"series counts (Mimir's cardinality API has no history), {live}" if mimir else live)
 
 
 def config_audit(ctx: RunContext, target: Target) -> list[dict[str, Any]]:
