@@ -23,6 +23,28 @@ uses, with Slack's request and response shapes (https://docs.slack.dev/reference
                            (newest first; ``metadata`` only with include_all_metadata), "has_more",
                            "pin_count", "response_metadata": {"next_cursor"}}
 
+Files, with Slack's current upload API (``files.upload`` is retired; slack_sdk's ``files_upload_v2``):
+
+    files.getUploadURLExternal   ``filename``, ``length`` (bytes, > 0), optional ``alt_txt`` (≤ 1000
+                                 chars, else ``alt_txt_too_large``), ``snippet_type`` → {"ok", "upload_url"
+                                 (``<url>/upload/v1/<id>``, no token needed), "file_id" ("F…")}; a missing
+                                 or bad filename/length → ``invalid_arguments``
+    POST <upload_url>            the bytes, raw or as a multipart form's file part → 200 ``OK - <bytes>``
+                                 (text/plain); an unknown or already completed URL → 404; an empty body → 400
+    files.completeUploadExternal ``files`` (a JSON array, also as a form string) of {"id", "title"},
+                                 optional ``channel_id`` (an ID), ``initial_comment``, ``thread_ts`` →
+                                 {"ok", "files": [file objects: id, name, title, mimetype, filetype, size,
+                                 …]}; an unknown id, or one whose bytes never arrived → ``file_not_found``;
+                                 a completed id → ``file_not_found`` too (the method can be called once);
+                                 a channel that is no ID → ``channel_not_found``. With ``channel_id`` the
+                                 files are shared in one message (text = ``initial_comment``, ``files``,
+                                 ``upload``: true) that ``conversations.history`` returns, as Slack does
+                                 (a share with ``thread_ts`` is a thread reply, not in the history).
+
+The record of an upload POST has "api": "upload", "file_id", "bytes", "sha256", "content_b64" (the bytes
+received, so tests can check them) and "declared_length"; a completed share's record has "channel",
+"message" and "delivered": true.
+
 Like Slack, an API error is HTTP 200 with {"ok": false, "error": …}: ``not_authed`` without a
 ``Bearer xox…`` token, ``invalid_auth`` for another one, ``channel_not_found``, ``no_text``,
 ``invalid_metadata_format``, ``unknown_method``. Channel histories live in memory and are rebuilt
@@ -44,6 +66,8 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import email.parser
+import email.policy
 import hashlib
 import json
 import os
@@ -67,6 +91,10 @@ HIDDEN_HEADERS = {"authorization", "cookie", "proxy-authorization"}
 ERROR_TEXT = {400: "invalid_payload", 403: "invalid_token", 404: "no_service", 410: "channel_is_archived",
               429: "rate_limited", 500: "rollup_error", 502: "bad_gateway", 503: "service_unavailable"}
 API_PREFIX = "/api/"
+UPLOAD_PREFIX = "/upload/v1/"
+ALT_TXT_MAX = 1000
+MIMETYPES = {"png": "image/png", "csv": "text/csv", "txt": "text/plain", "json": "application/json",
+             "jpg": "image/jpeg", "jpeg": "image/jpeg", "pdf": "application/pdf"}
 CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{6,}")
 BOT = {"team": "devstack", "team_id": "T000", "user": "finops-bot", "user_id": "U000", "bot_id": "B000",
        "app_id": "A000"}
@@ -85,16 +113,33 @@ class SinkState:
         self.failures: list[Failure] = []
         self.records: list[dict[str, Any]] = []
         self.channels: dict[str, list[dict[str, Any]]] = {}  # channel id -> messages, oldest first
+        # file id -> {"filename", "length", "alt_txt", "snippet_type", "bytes" (None until uploaded), "done"}
+        self.files: dict[str, dict[str, Any]] = {}
         self.last_ts = 0.0
         if record.exists():  # a restarted sink keeps serving what its file already holds
             for line in record.read_text().splitlines():
                 if line.strip():
                     rec = json.loads(line)
                     self.records.append(rec)
-                    if rec.get("api") == "chat.postMessage" and rec.get("delivered") and rec.get("message"):
-                        self.channels.setdefault(rec["channel"], []).append(rec["message"])
-                        self.last_ts = max(self.last_ts, float(rec["message"]["ts"]))
+                    self._replay(rec)
         self.fh = open(record, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the server
+
+    def _replay(self, rec: dict[str, Any]) -> None:
+        """Rebuild channel histories and pending uploads from one record of the file."""
+        api = rec.get("api")
+        if api in ("chat.postMessage", "files.completeUploadExternal") and rec.get("delivered") \
+                and rec.get("message"):
+            if not rec["message"].get("thread_ts"):
+                self.channels.setdefault(rec["channel"], []).append(rec["message"])
+            self.last_ts = max(self.last_ts, float(rec["message"]["ts"]))
+        if api == "files.getUploadURLExternal" and rec.get("ok") and rec.get("file"):
+            self.files[rec["file"]["id"]] = dict(rec["file"], bytes=None, done=False)
+        elif api == "upload" and rec.get("status") == 200 and rec.get("file_id") in self.files:
+            self.files[rec["file_id"]]["bytes"] = base64.b64decode(rec["content_b64"])
+        elif api == "files.completeUploadExternal" and rec.get("ok"):
+            for fid in rec.get("file_ids") or []:
+                if fid in self.files:
+                    self.files[fid]["done"] = True
 
     def append(self, rec: dict[str, Any]) -> None:
         with self.lock:
@@ -127,6 +172,7 @@ class SinkState:
             self.records.clear()
             self.failures.clear()
             self.channels.clear()
+            self.files.clear()
             self.fh.truncate(0)
             self.fh.seek(0)
             self.fh.flush()
@@ -221,6 +267,9 @@ class Handler(BaseHTTPRequestHandler):
         if path.startswith(API_PREFIX):
             self._api(path[len(API_PREFIX):], raw)
             return
+        if path.startswith(UPLOAD_PREFIX):
+            self._upload(path[len(UPLOAD_PREFIX):], raw)
+            return
         body, is_json = _parse_body(raw, self.headers.get("Content-Type", ""))
         scripted = self.state.next_failure()
         extra: dict[str, str] = {}
@@ -270,8 +319,9 @@ class Handler(BaseHTTPRequestHandler):
                 extra["Retry-After"] = str(1 if retry_after is None else retry_after)
                 rec["retry_after"] = int(extra["Retry-After"])
         rec.update(status=status, ok=bool(doc.get("ok")), error=doc.get("error"),
-                   delivered=bool(doc.get("ok")) and method == "chat.postMessage")
-        if rec["delivered"]:
+                   delivered=bool(doc.get("ok")) and method in ("chat.postMessage", "files.completeUploadExternal")
+                   and bool(rec.get("message")))
+        if rec["delivered"] and not rec["message"].get("thread_ts"):  # a thread reply is not in the history
             self.state.add_message(rec["channel"], rec["message"])
         self.state.append(rec)
         self._send(status, json.dumps(doc), "application/json; charset=utf-8", headers=extra)
@@ -296,7 +346,121 @@ class Handler(BaseHTTPRequestHandler):
             return self._post_message(params, rec)
         if method == "conversations.history":
             return self._history(params)
+        if method == "files.getUploadURLExternal":
+            return self._upload_url(params, rec)
+        if method == "files.completeUploadExternal":
+            return self._complete_upload(params, rec)
         return {"ok": False, "error": "unknown_method"}
+
+    # -- files ---------------------------------------------------------------------------------
+    def _base_url(self) -> str:
+        host = self.headers.get("Host") or "%s:%d" % self.server.server_address[:2]  # noqa: UP031
+        return f"http://{host}"
+
+    def _upload_url(self, params: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]:
+        filename = str(params.get("filename") or "").strip()
+        try:
+            length = int(params.get("length"))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            length = 0
+        if not filename or length <= 0:
+            return {"ok": False, "error": "invalid_arguments"}
+        alt_txt = str(params.get("alt_txt") or "")
+        if len(alt_txt) > ALT_TXT_MAX:
+            return {"ok": False, "error": "alt_txt_too_large"}
+        file_id = "F" + hashlib.sha1(f"{filename}{time.time_ns()}{os.getpid()}".encode()).hexdigest()[:10].upper()
+        info = {"id": file_id, "filename": filename, "length": length, "alt_txt": alt_txt,
+                "snippet_type": str(params.get("snippet_type") or "")}
+        with self.state.lock:
+            self.state.files[file_id] = dict(info, bytes=None, done=False)
+        rec["file"] = info
+        return {"ok": True, "upload_url": f"{self._base_url()}{UPLOAD_PREFIX}{file_id}", "file_id": file_id}
+
+    def _upload(self, file_id: str, raw: bytes) -> None:
+        """POST of a file's bytes to its upload URL: raw, or a multipart form's file part."""
+        scripted = self.state.next_failure()
+        ctype = self.headers.get("Content-Type", "")
+        content = raw
+        if ctype.startswith("multipart/form-data"):
+            msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+                f"Content-Type: {ctype}\r\n\r\n".encode() + raw)
+            parts = [p for p in msg.iter_parts() if p.get_filename()
+                     or p.get_param("name", header="content-disposition") in ("file", "filename")]
+            content = bytes(parts[0].get_payload(decode=True) or b"") if parts else b""
+        with self.state.lock:
+            pending = self.state.files.get(file_id)
+            known = pending is not None and not pending["done"]
+        rec: dict[str, Any] = {"ts": time.time(), "method": "POST", "path": UPLOAD_PREFIX + file_id, "api": "upload",
+                               "file_id": file_id, "headers": {k: v for k, v in self.headers.items()
+                                                               if k.lower() not in HIDDEN_HEADERS},
+                               "scripted": bool(scripted)}
+        extra: dict[str, str] = {}
+        if scripted:
+            status = int(scripted.get("status") or 500)
+            text = ERROR_TEXT.get(status, "error")
+            if status == 429:
+                extra["Retry-After"] = str(1 if scripted.get("retry_after") is None else scripted["retry_after"])
+        elif not known:
+            status, text = 404, "file_not_found"
+        elif not content:
+            status, text = 400, "no_file_data"
+        else:
+            status, text = 200, f"OK - {len(content)}"
+            with self.state.lock:
+                self.state.files[file_id]["bytes"] = content
+        rec.update(status=status, ok=status == 200, delivered=False, bytes=len(content),
+                   sha256=hashlib.sha256(content).hexdigest(),
+                   declared_length=(pending or {}).get("length"),
+                   content_b64=base64.b64encode(content).decode() if status == 200 else "")
+        self.state.append(rec)
+        self._send(status, text, "text/plain; charset=utf-8", headers=extra)
+
+    def _complete_upload(self, params: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]:
+        files = params.get("files")
+        if isinstance(files, str):
+            try:
+                files = json.loads(files)
+            except ValueError:
+                return {"ok": False, "error": "invalid_arguments"}
+        if not isinstance(files, list) or not files or not all(isinstance(f, dict) and f.get("id") for f in files):
+            return {"ok": False, "error": "invalid_arguments"}
+        channel = str(params.get("channel_id") or "").strip()
+        if channel and not CHANNEL_ID.fullmatch(channel):
+            return {"ok": False, "error": "channel_not_found"}
+        with self.state.lock:
+            pending = [self.state.files.get(str(f["id"])) for f in files]
+            if any(p is None or p["done"] or p["bytes"] is None for p in pending):
+                return {"ok": False, "error": "file_not_found"}
+            for p in pending:
+                p["done"] = True  # type: ignore[index]
+        ts = self.state.next_ts()
+        shared = []
+        for f, p in zip(files, pending, strict=True):
+            assert p is not None
+            ext = p["filename"].rsplit(".", 1)[-1].lower() if "." in p["filename"] else ""
+            shared.append({
+                "id": p["id"], "created": int(float(ts)), "timestamp": int(float(ts)), "name": p["filename"],
+                "title": str(f.get("title") or p["filename"]),
+                "mimetype": MIMETYPES.get(ext, "application/octet-stream"),
+                "filetype": ext or "binary", "pretty_type": ext.upper() or "Binary", "user": BOT["user_id"],
+                "user_team": BOT["team_id"], "editable": False, "size": len(p["bytes"]), "mode": "hosted",
+                "is_external": False, "external_type": "", "is_public": bool(channel), "public_url_shared": False,
+                "display_as_bot": False, "username": "", "alt_txt": p["alt_txt"] or None,
+                "url_private": f"{self._base_url()}/files-pri/{BOT['team_id']}-{p['id']}/{p['filename']}",
+                "permalink": f"https://devstack.slack.com/files/{BOT['user_id']}/{p['id']}/{p['filename']}",
+                "shares": {"public": {channel: [{"ts": ts}]}} if channel else {},
+                "channels": [channel] if channel else [], "groups": [], "ims": [], "has_rich_preview": False})
+        rec["file_ids"] = [p["id"] for p in pending if p is not None]
+        if channel:
+            message: dict[str, Any] = {"type": "message", "text": str(params.get("initial_comment") or ""),
+                                       "files": shared, "upload": True, "user": BOT["user_id"],
+                                       "bot_id": BOT["bot_id"], "app_id": BOT["app_id"], "team": BOT["team_id"],
+                                       "display_as_bot": False, "ts": ts}
+            if params.get("thread_ts"):
+                message["thread_ts"] = str(params["thread_ts"])
+            rec.update(channel=channel, message=message)
+        return {"ok": True, "files": [{k: v for k, v in f.items() if k not in ("shares", "channels")}
+                                      for f in shared]}
 
     def _post_message(self, params: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]:
         name = str(params.get("channel") or "").strip()
@@ -473,6 +637,24 @@ def script_failures(url: str, statuses: list[int], retry_after: int | None = Non
 def script_api_errors(url: str, errors: list[str]) -> dict[str, Any]:
     """Make the next ``len(errors)`` Web API calls answer 200 {"ok": false, "error": e}, in order."""
     return _call(f"{url}/_control/fail", "POST", {"api_errors": errors})
+
+
+def shared_files(url: str) -> list[dict[str, Any]]:
+    """Every file shared by ``files.completeUploadExternal`` at the sink at ``url``, oldest first:
+    {"id", "name", "title", "channel", "text" (the share's message), "thread_ts", "content" (bytes received)}."""
+    records = received(url)
+    content = {r["file_id"]: base64.b64decode(r["content_b64"]) for r in records
+               if r.get("api") == "upload" and r.get("status") == 200}
+    out = []
+    for r in records:
+        if r.get("api") == "files.completeUploadExternal" and r.get("ok"):
+            message = r.get("message") or {}
+            for fid in r.get("file_ids") or []:
+                meta = next((f for f in message.get("files") or [] if f["id"] == fid), {})
+                out.append({"id": fid, "name": meta.get("name"), "title": meta.get("title"),
+                            "channel": r.get("channel"), "text": message.get("text"),
+                            "thread_ts": message.get("thread_ts"), "content": content.get(fid)})
+    return out
 
 
 def api_url(url: str) -> str:

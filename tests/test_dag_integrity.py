@@ -14,6 +14,7 @@ pytestmark = pytest.mark.dag
 
 ROOT = Path(__file__).resolve().parents[1]
 DAG_FILES = sorted((ROOT / "dags").glob("finops_*.py"))
+DATA_INTERVAL_TIMETABLES = ("CronDataIntervalTimetable", "DeltaDataIntervalTimetable")
 KNOWN_IDS = {"finops_cardinality", "finops_recording_rules", "finops_slo", "finops_rightsizing",
              "finops_s3_tiering", "finops_cost_report"}
 
@@ -40,11 +41,36 @@ def test_team_rules(dagbag) -> None:  # type: ignore[no-untyped-def]
         assert "finops" in dag.tags, dag_id
         assert dag.doc_md and len(dag.doc_md) > 200, f"{dag_id} has no real doc_md"
         # Windows come from the data interval: a cron string would be a trigger timetable on 3.3 defaults.
-        assert type(dag.timetable).__name__ in ("CronDataIntervalTimetable", "DeltaDataIntervalTimetable"), dag_id
+        # Asset scheduling may be added (AssetOrTimeSchedule), its time part still a data-interval timetable.
+        timetable = dag.timetable
+        if type(timetable).__name__ == "AssetOrTimeSchedule":
+            timetable = timetable.timetable
+        assert type(timetable).__name__ in DATA_INTERVAL_TIMETABLES, dag_id
         for t in dag.tasks:
             assert t.owner == "traceo-finops", (dag_id, t.task_id)
             # The verdict only reports failures already on record: retrying it cannot change them.
             assert t.retries == 0 if t.task_id == "verdict" else t.retries >= 2, (dag_id, t.task_id)
+
+
+def test_the_cost_report_listens_to_the_upstream_assets(dagbag) -> None:  # type: ignore[no-untyped-def]
+    """Weekly, and on every dataset it reads that another DAG publishes — never on its own outputs."""
+    from traceo_finops.cost_report.upstream import known_versions
+
+    dag = dagbag.dags["finops_cost_report"]
+    assert type(dag.timetable).__name__ == "AssetOrTimeSchedule"
+    assert type(dag.timetable.timetable).__name__ == "CronDataIntervalTimetable"
+    assert dag.timetable.timetable.expression == "0 0 * * 1"  # Monday 00:00 UTC
+    condition = dag.timetable.asset_condition
+    assert type(condition).__name__ == "AssetAny"  # any one fresh upstream report triggers a run
+    listened = {a.name for a in condition.objects}
+    assert listened == {f"finops.{d}" for d in known_versions()} - {"finops.storage"}
+    produced: dict[str, set[str]] = {}
+    for dag_id, other in dagbag.dags.items():
+        for t in other.tasks:
+            for outlet in t.outlets:
+                produced.setdefault(outlet.name, set()).add(dag_id)
+    for name in listened:  # each is emitted by another DAG, none by the cost report itself
+        assert produced.get(name) and "finops_cost_report" not in produced[name], name
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)

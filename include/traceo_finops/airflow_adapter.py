@@ -226,6 +226,12 @@ def slack_poster(conn_id: str) -> Poster:
                                           ConnectionErrorRetryHandler(max_retry_count=3)]
     if conn.conn_type == "slack":
         return _slack_bot_poster(conn, retry_handlers, client_log, secrets)
+    if conn.conn_type != "slackwebhook":
+        from traceo_finops.config import ConfigError
+
+        raise ConfigError(f"Slack connection {conn_id!r} has conn_type {conn.conn_type!r}: it must be 'slackwebhook' "
+                          "(an incoming webhook, the token path in password) or 'slack' (a bot token in password, "
+                          "the channel ID in extra.channel); see docs/connections.md")
 
     from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
 
@@ -382,13 +388,23 @@ def target_step(workflow: str, name: str, target: Mapping[str, Json], *args: Jso
 
 
 def publish_step(workflow: str, *inputs: Json) -> Written:
-    """Build the workflow's report from its targets' results and publish it as one committed set."""
+    """Build the workflow's report from its targets' results and publish it as one committed set.
+
+    A set the quality gate refuses publishes nothing (the previous report stays): Slack is alerted,
+    naming the failed expectations, and the task fails without retries.
+    """
+    from traceo_finops.kit.digest import post_refusal
     from traceo_finops.kit.publish import publish
+    from traceo_finops.quality import DataQualityError
 
     def run() -> Written:
         ctx = run_context(workflow)
         report, results = _workflow(workflow).build(ctx, *inputs)
-        written = publish(ctx, report, results)
+        try:
+            written = publish(ctx, report, results)
+        except DataQualityError as exc:
+            post_refusal(ctx, str(exc))
+            raise
         _record_asset_events(written)
         return written
 
@@ -424,12 +440,13 @@ def verdict_step(written: Written) -> None:
     _fail_fast(lambda: verdict(written))
 
 
-def digest_and_verdict(workflow: str, written: XComArg) -> None:
+def digest_and_verdict(workflow: str, written: XComArg) -> XComArg:
     """The last two tasks of every workflow, after its publish task (``written`` is that task's output).
 
     ``post_digest``: the run's digest to Slack, once per run, with its coverage and failed targets.
     ``verdict``: fails the run if a target failed, without retries (its error is already in
-    ``run_targets`` and the digest; a retry could not change it).
+    ``run_targets`` and the digest; a retry could not change it). Returns ``post_digest``'s output, so
+    a DAG can put a task after the digest (the cost report's file upload).
     """
     @task
     def post_digest(written: Any) -> bool:  # Written at run time; Any: Airflow resolves these hints
@@ -441,5 +458,7 @@ def digest_and_verdict(workflow: str, written: XComArg) -> None:
         """Fail the run if a target failed; its error is in run_targets and the digest."""
         verdict_step(written)
 
-    post_digest(written) >> verdict(written)
+    posted = post_digest(written)
+    posted >> verdict(written)
+    return posted
 

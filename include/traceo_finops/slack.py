@@ -10,8 +10,16 @@ Two delivery paths, built by ``airflow_adapter.slack_poster`` from the ``slack_f
   messages (``conversations.history``) are searched for that key.
 
 Either way the delivery is then recorded beside the reports, so a retry after the record skips
-Slack altogether. The HTTP clients retry 429 (honouring ``Retry-After``) and 5xx. Secrets (the
-webhook URL's path is its token; the bot token) are scrubbed from every log record and error.
+Slack altogether.
+
+Files (a chart, a CSV) can only be uploaded with a bot token — an incoming webhook takes messages, not
+files. :func:`upload_once` uploads them through Slack's current upload API (``files.getUploadURLExternal``,
+a POST of the bytes to the returned URL, ``files.completeUploadExternal`` sharing them into the channel;
+``files.upload`` is retired) with the upload's key in the share message, after looking for that key in
+the channel's recent history: exactly once, like a digest.
+
+The HTTP clients retry 429 (honouring ``Retry-After``) and 5xx. Secrets (the webhook URL's path is its
+token; the bot token) are scrubbed from every log record and error.
 """
 
 from __future__ import annotations
@@ -204,11 +212,55 @@ class KeyedPoster(Protocol):
 
 
 class WebApi(Protocol):
-    """The two Web API methods of ``slack_sdk.WebClient`` a bot-token poster uses."""
+    """The Web API methods of ``slack_sdk.WebClient`` a bot-token poster uses."""
 
     def conversations_history(self, *, channel: str, **kwargs: Any) -> Any: ...
 
     def chat_postMessage(self, *, channel: str, **kwargs: Any) -> Any: ...  # slack_sdk's name
+
+    def files_upload_v2(self, **kwargs: Any) -> Any: ...  # getUploadURLExternal, the POST, completeUploadExternal
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One file to share in the channel (a PNG chart, a CSV)."""
+
+    filename: str
+    content: bytes
+    title: str
+    alt_txt: str = ""  # the screen-reader description of an image
+    snippet_type: str = ""  # e.g. "csv"
+
+
+@runtime_checkable
+class FileUploader(Protocol):
+    """A poster that can upload files, at most once per key (a bot token; a webhook cannot upload)."""
+
+    def find_upload(self, key: str) -> str | None:
+        """The ``ts`` of an earlier file share carrying ``key``, or None."""
+        ...
+
+    def upload_keyed(self, files: Sequence[Upload], comment: str, key: str) -> list[dict[str, Any]]:
+        """Upload ``files`` into the channel in one share whose message carries ``key``; return Slack's files."""
+        ...
+
+
+def upload_comment(comment: str, key: str) -> str:
+    """The text of a file share: ``comment`` and the upload key that makes a retry find it."""
+    return f"{comment} · upload key {key}"
+
+
+def find_upload_key(messages: Iterable[Mapping[str, Any]], key: str) -> str | None:
+    """The ``ts`` of the first file share whose text carries upload ``key`` (``conversations.history`` shape).
+
+    A file share cannot carry message metadata (``files.completeUploadExternal`` takes none): its
+    text, the initial comment, carries the key instead.
+    """
+    marker = f"upload key {key}"
+    for message in messages:
+        if message.get("files") and marker in str(message.get("text") or ""):
+            return str(message.get("ts", "")) or "?"
+    return None
 
 
 def digest_metadata(key: str) -> dict[str, Any]:
@@ -231,8 +283,8 @@ class ChannelPoster:
 
     ``find`` reads the channel's recent history with metadata; ``post_keyed`` posts with the key
     in the metadata. Needs the ``chat:write`` and ``channels:history`` (``groups:history`` for a
-    private channel) scopes, and the bot in the channel. A history that cannot be read is an
-    error, not a reason to post blind.
+    private channel) scopes, and the bot in the channel; ``upload_keyed`` also ``files:write`` and
+    ``files:read``. A history that cannot be read is an error, not a reason to post blind.
     """
 
     client: WebApi
@@ -252,6 +304,13 @@ class ChannelPoster:
                     f"{scrub(str(exc), self.secrets) or type(exc).__name__}")
 
     def find(self, key: str) -> str | None:
+        return self._search(lambda messages: find_key(messages, key), key, "post")
+
+    def find_upload(self, key: str) -> str | None:
+        return self._search(lambda messages: find_upload_key(messages, key), key, "upload")
+
+    def _search(self, match: Callable[[list[Mapping[str, Any]]], str | None], key: str, verb: str) -> str | None:
+        """Page through the channel's recent history until ``match`` finds the key's message."""
         cursor: str | None = None
         error: Exception | None = None
         for _ in range(self.pages):
@@ -264,7 +323,7 @@ class ChannelPoster:
             except Exception as exc:  # slack_sdk raises SlackApiError for ok=false, URLError for the network
                 error = exc
                 break
-            ts = find_key(answer.get("messages") or [], key)
+            ts = match(list(answer.get("messages") or []))
             if ts:
                 return ts
             cursor = ((answer.get("response_metadata") or {}).get("next_cursor")) or None
@@ -272,8 +331,9 @@ class ChannelPoster:
                 return None
         if error is not None:
             # Raised outside the except block: no chained exception carries the unscrubbed text.
-            raise self._fail("reading the history (to post at most once)", error)
-        log.warning("digest key %s: not found in the last %d pages of %s; posting", key, self.pages, self.channel)
+            raise self._fail(f"reading the history (to {verb} at most once)", error)
+        log.warning("key %s: not found in the last %d pages of %s; going on to %s", key, self.pages, self.channel,
+                    verb)
         return None
 
     def post_keyed(self, text: str, blocks: list[dict[str, Any]], key: str) -> str:
@@ -286,6 +346,25 @@ class ChannelPoster:
         if error is not None:
             raise self._fail("posting the digest", error)
         return str(answer.get("ts", ""))
+
+    def upload_keyed(self, files: Sequence[Upload], comment: str, key: str) -> list[dict[str, Any]]:
+        """Upload ``files`` with slack_sdk's ``files_upload_v2`` (getUploadURLExternal, the POST of the bytes,
+        completeUploadExternal with ``channel_id``) as one share whose text carries ``key``.
+
+        Needs the ``files:write`` scope (and ``files:read``, which slack_sdk's v2 upload asks for).
+        """
+        error: Exception | None = None
+        uploads = [{"filename": f.filename, "content": f.content, "title": f.title,
+                    **({"alt_txt": f.alt_txt} if f.alt_txt else {}),
+                    **({"snippet_type": f.snippet_type} if f.snippet_type else {})} for f in files]
+        try:
+            answer = self.client.files_upload_v2(file_uploads=uploads, channel=self.channel,
+                                                 initial_comment=upload_comment(comment, key))
+        except Exception as exc:  # SlackApiError (ok=false), SlackRequestError (the upload URL refused), URLError
+            error = exc
+        if error is not None:
+            raise self._fail(f"uploading {', '.join(f.filename for f in files)}", error)
+        return [dict(f) for f in (answer.get("files") or [])]
 
     def __call__(self, text: str, blocks: list[dict[str, Any]]) -> None:
         """A plain post, without a key (e.g. a connection check)."""
@@ -327,6 +406,36 @@ def post_once(store: ReportStore, report_date: date, key: str, digest: Digest, p
         entry.update(delivery="at_least_once")
     _record(store, report_date, filename, entry)
     log.info("posted digest %r (%d blocks)", digest.title, len(blocks))
+    return True
+
+
+def upload_once(store: ReportStore, report_date: date, key: str, files: Sequence[Upload], comment: str,
+                uploader: FileUploader) -> bool:
+    """Upload ``files`` into the channel unless this ``key`` was already shared; return True if it uploaded now.
+
+    The same promise as :func:`post_once` with a bot token: a record beside the reports answers a
+    retry without asking Slack; without it, the channel's recent history is searched for the key in a
+    file share's text (a task killed between the share and its record does not share twice). Slack
+    shares a completed upload asynchronously (within seconds), so a retry minutes later sees it.
+    An upload that fails raises and records nothing (an upload never completed is discarded by Slack).
+    """
+    filename = f"{key}.json"
+    if _delivered(store, report_date, filename):
+        log.info("files %s were already uploaded for this run; not uploading again", key)
+        return False
+    entry: dict[str, Any] = {"key": key, "kind": "files", "comment": comment, "delivery": "exactly_once",
+                             "files": [{"filename": f.filename, "title": f.title, "bytes": len(f.content),
+                                        "sha256": hashlib.sha256(f.content).hexdigest()} for f in files]}
+    found = uploader.find_upload(key)
+    if found:
+        log.info("files %s are already in the channel (message %s); recording it, not uploading again", key, found)
+        _record(store, report_date, filename, {**entry, "ts": found, "found": True})
+        return False
+    shared = uploader.upload_keyed(files, comment, key)
+    entry["slack_files"] = [{k: f.get(k) for k in ("id", "name", "title", "mimetype", "size") if k in f}
+                            for f in shared]
+    _record(store, report_date, filename, entry)
+    log.info("uploaded %s", ", ".join(f.filename for f in files))
     return True
 
 

@@ -5,11 +5,15 @@
 3. :func:`build` — reads every upstream dataset's committed partition (any subset), builds
    ``storage``, ``cost_summary`` (with week-over-week deltas), ``actions``, ``cost_anomalies`` and
    ``cost_inputs``;
-4. :func:`digest` — the Slack cost report, from the committed report.
+4. :func:`digest` — the Slack cost report, from the committed report;
+5. :func:`upload_files` — with a bot-token Slack connection, the chart and the actions CSV of the
+   committed report, uploaded once per run (a webhook cannot upload files: the digest says so).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import date, timedelta
@@ -17,6 +21,7 @@ from typing import Any
 
 from traceo_finops.config import CostReportSettings
 from traceo_finops.cost_report.anomaly import Rules, detect
+from traceo_finops.cost_report.attachments import ACTIONS_FILE, ARTIFACT_DIR, CHART_FILE, actions_csv, chart_png
 from traceo_finops.cost_report.collect import mimir_tenant_facts, prometheus_facts
 from traceo_finops.cost_report.dataset import (
     ACTIONS,
@@ -36,7 +41,9 @@ from traceo_finops.kit.outcome import TargetResult, require_work, results_of
 from traceo_finops.kit.publish import Report, Written, read_committed
 from traceo_finops.prometheus import PrometheusClient
 from traceo_finops.shapes import JsonObject
-from traceo_finops.slack import Digest
+from traceo_finops.slack import Digest, FileUploader, Upload, delivery_key, upload_once
+
+log = logging.getLogger(__name__)
 
 DISK_PRICE_PATH = "compute.disk_gb_month"
 ALL_OWNERS = "(all)"
@@ -135,13 +142,19 @@ def build(ctx: RunContext, storage_inputs: Sequence[Mapping[str, Any]]) -> tuple
     window = {"window_start": ctx.window.start, "window_end": ctx.window.end}
     anomalies = detect(series, Rules(min_change=s.anomaly_min_change))
     ranked = actions(upstream, snap.provenance)
+    action_rows = [{**a, **window} for a in ranked]
+    artifacts: dict[tuple[str, str], bytes] = {}
+    if snap.upstream_used and summary:  # nothing to draw before any upstream report ("nothing to report yet")
+        by_category = {cat: points for (cat, owner), points in series.items() if owner == ALL_OWNERS}
+        artifacts[(ARTIFACT_DIR, CHART_FILE)] = chart_png(by_category, day)
+        artifacts[(ARTIFACT_DIR, ACTIONS_FILE)] = actions_csv(action_rows, ACTIONS.schema.names)
     report = Report(datasets=[
         (STORAGE, store_rows),
         (COST_SUMMARY, [{**r, **window} for r in summary]),
-        (ACTIONS, [{**a, **window} for a in ranked]),
+        (ACTIONS, action_rows),
         (COST_ANOMALIES, [{**a, **window} for a in anomalies]),
         (COST_INPUTS, [{**i.as_row(), **window} for i in inputs]),
-    ], summary={"categories": len({r["category"] for r in summary}), "actions": len(ranked),
+    ], artifacts=artifacts, summary={"categories": len({r["category"] for r in summary}), "actions": len(ranked),
                 "anomalies": len(anomalies), "upstream": snap.upstream_used})
     return report, results
 
@@ -153,6 +166,60 @@ def digest(ctx: RunContext, written: Written) -> Digest:
             for d in (COST_SUMMARY, ACTIONS, COST_ANOMALIES, COST_INPUTS)}
     upstream = [i for i in read[COST_INPUTS.name] if i["status"] == INPUT_USED and i["dataset"] != "storage"]
     summary = read[COST_SUMMARY.name] if upstream else []
-    return cost_digest(day.isoformat(), summary, sorted(read[ACTIONS.name], key=lambda a: int(a["rank"])),
-                       read[COST_ANOMALIES.name], read[COST_INPUTS.name], ctx.store.dataset_uri(COST_SUMMARY.name),
-                       settings(ctx).top_n_in_digest)
+    report = cost_digest(day.isoformat(), summary, sorted(read[ACTIONS.name], key=lambda a: int(a["rank"])),
+                         read[COST_ANOMALIES.name], read[COST_INPUTS.name],
+                         ctx.store.dataset_uri(COST_SUMMARY.name), settings(ctx).top_n_in_digest)
+    note = files_note(ctx, written)
+    return dataclasses.replace(report, summary=f"{report.summary}\n{note}") if note else report
+
+
+def attachment_uris(written: Mapping[str, Any]) -> dict[str, str]:
+    """file name -> URI of the chart and the CSV in the committed set (none before any upstream report)."""
+    wanted = {f"/{ARTIFACT_DIR}/report_date={written['report_date']}/{name}": name
+              for name in (CHART_FILE, ACTIONS_FILE)}
+    return {name: str(uri) for uri in written.get("artifacts") or [] for suffix, name in wanted.items()
+            if str(uri).endswith(suffix)}
+
+
+def files_note(ctx: RunContext, written: Mapping[str, Any]) -> str:
+    """What the digest says about the chart and the CSV: uploaded below, or why not."""
+    files = attachment_uris(written)
+    if not files:
+        return ""
+    try:
+        poster = ctx.poster
+    except RuntimeError:  # a run context without Slack (a test's, the summary CLI's)
+        return ""
+    if isinstance(poster, FileUploader):
+        return "_The cost chart and the ranked actions (CSV) follow in this channel._"
+    folder = files[CHART_FILE if CHART_FILE in files else ACTIONS_FILE].rsplit("/", 1)[0]
+    return (f"_Chart and actions CSV not uploaded: the `{ctx.cfg.slack.conn_id}` connection is an incoming "
+            "webhook, and webhooks cannot upload files (a bot-token `slack` connection with a channel can). "
+            f"Both are beside the report: {folder}/_")
+
+
+def upload_files(ctx: RunContext, written: Mapping[str, Any]) -> bool:
+    """Upload the committed chart and actions CSV with a bot token, once per run; True if uploaded now."""
+    if not ctx.post_to_slack():
+        return False
+    files = attachment_uris(written)
+    if not files:
+        log.info("no chart or actions CSV in this report (nothing to report yet): nothing to upload")
+        return False
+    poster = ctx.poster
+    if not isinstance(poster, FileUploader):
+        log.info("chart and actions CSV not uploaded: Slack connection %r is an incoming webhook, which cannot "
+                 "upload files; they are at %s", ctx.cfg.slack.conn_id, ", ".join(files.values()))
+        return False
+    day = date.fromisoformat(str(written["report_date"]))
+    uploads = []
+    for name in sorted(files, key=lambda n: n != CHART_FILE):  # the chart first
+        content = ctx.store.read_artifact(ARTIFACT_DIR, day, name)
+        stem, ext = name.rsplit(".", 1)
+        if name == CHART_FILE:
+            uploads.append(Upload(f"{stem}-{day}.{ext}", content, f"Cost by category up to {day}",
+                                  alt_txt=f"Line chart of the monthly cost of each category up to {day}"))
+        else:
+            uploads.append(Upload(f"{stem}-{day}.{ext}", content, f"Ranked cost actions {day}", snippet_type="csv"))
+    key = delivery_key(ctx.dag_id, ctx.run_id, "files")
+    return upload_once(ctx.store, day, key, uploads, f"Cost report {day}: chart and ranked actions", poster)
