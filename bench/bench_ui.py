@@ -4,7 +4,9 @@ Writes a lake shaped like the kit's publish output (partitions with ``run_id`` p
 DAG and day; the Great Expectations step is skipped, it does not change what the page reads): 365 days of
 ``finops_cost_report`` (``cost_summary`` 60 rows, ``actions`` 400 rows, ``run_targets``, ``quality_checks``)
 and three upstream DAGs (a 2,000-row dataset, ``run_targets`` with a failed target, ``quality_checks``).
-Then times ``traceo_finops.ui.report_page`` cold (a new process: empty caches) and warm, and its JSON size.
+Then times ``traceo_finops.ui.report_page`` cold (a new process: empty caches, no disk cache) and warm, and its JSON
+size. ``bench/bench_cost_report.py`` measures the page on a year of every dataset at the other benchmarks' sizes,
+on local disk and on S3.
 
     .venv/bin/python bench/bench_ui.py [--days 365] [--root bench/out/ui-lake]
 """
@@ -13,9 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -55,7 +59,7 @@ def _kit_rows(day: date, names: list[str], failed: bool) -> list[tuple[Dataset, 
     now = datetime(day.year, day.month, day.day, 1, tzinfo=UTC)
     targets = [{"target": f"prom-{i}", "kind": "source", "source": f"prom-{i}", "tenant": "", "bucket": "",
                 "status": "failed" if failed and i == 0 else "ok", "error": "HTTP 503" if failed and i == 0 else "",
-                "rows_written": 10, **_window(day)} for i in range(3)]
+                "rows_written": 10, "note": "", **_window(day)} for i in range(3)]
     checks = [{"dataset": n, "suite": f"{n}_suite", "rows": 10, "expectations_run": 8, "failures": [],
                "success": True, "checked_at": now} for n in names]
     return [(RUN_TARGETS, targets), (QUALITY_CHECKS, checks)]
@@ -89,8 +93,10 @@ def _time_in_new_process(root: Path, end: date, repeats: int) -> list[float]:
             "d=date.fromisoformat(sys.argv[2])\n"
             "out=[]\nfor _ in range(int(sys.argv[3])):\n t=time.perf_counter();p=ui.report_page(s,d);"
             "json.dumps(p);out.append(time.perf_counter()-t)\nprint(json.dumps(out))")
-    res = subprocess.run([sys.executable, "-c", code, str(root), end.isoformat(), str(repeats)],
-                         capture_output=True, text=True, check=True)
+    with tempfile.TemporaryDirectory(prefix="finops-ui-cache-") as cache:  # cold: no disk cache either
+        res = subprocess.run([sys.executable, "-c", code, str(root), end.isoformat(), str(repeats)],
+                             capture_output=True, text=True, check=True,
+                             env={**os.environ, "FINOPS_UI_CACHE_DIR": cache})
     return list(json.loads(res.stdout.strip().splitlines()[-1]))
 
 

@@ -87,3 +87,20 @@ def test_budget_matches_raw_counters_and_no_data_is_unknown(tmp_path: Path) -> N
     assert set(budget.burn_rates) == {"5m", "30m", "1h", "2h", "6h", "1d", "3d"}
     assert unknown.remaining is None and unknown.decision is Decision.UNKNOWN
     assert unknown.reason == "the SLI query returned no data"
+
+
+@pytest.mark.integration
+def test_quiet_windows_have_no_burn_rate_and_do_not_make_the_budget_unknown(tmp_path: Path) -> None:
+    """0/0: in the middle of the two quiet days every window up to 1 day saw no request — its error ratio is
+    unknown (None: not 0, which would read as perfect, nor NaN), while the 3-day window and the 30-day budget,
+    which hold traffic, are measured."""
+    openmetrics, _ = history()
+    backfill_openmetrics(openmetrics, tmp_path / "data")
+    quiet = AT - SPAN + timedelta(days=21)  # days 20-21 of the history have no requests
+    [avail] = [s for s in parse_spec(SPEC, "api.yml").slos if s.name == "availability"]
+    with local_prometheus(tmp_path, {"global": {"scrape_interval": "1m"}}, KEEP_HISTORY) as url:
+        budget = measure(prometheus_client(url), avail, quiet)
+    assert {w for w, b in budget.burn_rates.items() if b is None} == {"5m", "30m", "1h", "2h", "6h", "1d"}
+    assert budget.burn_rates["3d"] is not None and budget.burn_rates["3d"] > 0
+    assert budget.remaining is not None and budget.decision is not Decision.UNKNOWN
+    assert budget.time_to_exhaustion("1h") is None  # no 1h burn rate: not "never", not "now"

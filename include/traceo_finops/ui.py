@@ -9,28 +9,42 @@ Only committed data is read: a partition counts when its ``run_id`` is the one i
 marker names (the rule of :func:`traceo_finops.kit.publish.read_committed`, applied here to markers
 already in hand, so a year of partitions costs one listing of ``_commits/`` and not one per read).
 Markers and trend points are cached by file path, size and mtime: a warm page reads only what changed.
+On S3 every round trip counts, so the reads that remain are concurrent: ``_commits/`` is listed one DAG
+folder per request at once, and markers, partitions and trend files are fetched by a small thread pool,
+each file in one whole-object GET (they are small) parsed from memory. Both caches are also kept on local
+disk (one file per report root, ``FINOPS_UI_CACHE_DIR``), so a restarted api-server or another worker
+process does not read a year of markers again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
+import logging
+import os
 import posixpath
+import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, TypedDict
+from pathlib import Path
+from typing import Any, TypedDict, TypeVar
 from urllib.parse import quote
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from traceo_finops.kit.datasets import QUALITY_CHECKS, RUN_TARGETS, TARGET_FAILED
 from traceo_finops.kit.publish import COMMITS_DIR
 from traceo_finops.reports import ARTIFACTS_DIR, PART_FILE, RUN_ID_COLUMN, ReportError, ReportStore
 from traceo_finops.shapes import JsonObject
+
+log = logging.getLogger(__name__)
 
 COST_DAG = "finops_cost_report"
 KIT_DATASETS = (RUN_TARGETS.name, QUALITY_CHECKS.name)
@@ -54,47 +68,265 @@ class Marker(TypedDict):
     coverage: str
 
 
+# A file as listed: (path, size, version) — the version is the mtime on local disk and the ETag on S3.
+_Key = tuple[str, int, str]
+
 _lock = threading.Lock()
-_marker_cache: dict[tuple[str, int, int], JsonObject] = {}
-_trend_cache: dict[tuple[str, int, int, str], tuple[float, float, float]] = {}
+_marker_cache: dict[_Key, JsonObject] = {}
+_trend_cache: dict[tuple[str, int, str, str], tuple[float, float, float]] = {}
+# Concurrent reads per step: S3 answers each GET in tens of milliseconds, so a year of markers is read
+# ~16 at a time (local disk gains little from it, and loses nothing).
+READERS = 16
+
+# Where the caches are kept between processes: a folder (default <tmp>/traceo-finops-ui), or "off".
+CACHE_DIR_ENV = "FINOPS_UI_CACHE_DIR"
+_CACHE_VERSION = 2
+_loaded: set[str] = set()  # report roots whose disk cache this process has read
+_dirty: set[str] = set()  # report roots with cache entries not yet on disk
+# On S3 a folder is listed whole (a year of markers is ~2,000 keys, several LIST pages) at most this often; in
+# between, each DAG's folder is listed only from its second-newest key on (S3's StartAfter), so a new report, or a
+# rerun of the newest date, shows at once, and a rerun of an older date within this many seconds.
+FULL_LISTING_EVERY = 60.0
+_listings: dict[str, tuple[float, dict[str, _Key]]] = {}  # S3 folder URI -> (when listed whole, path -> key)
+_s3_clients: dict[str, Any] = {}
+
+_In = TypeVar("_In")
+_Out = TypeVar("_Out")
 
 
-def _info_key(info: pafs.FileInfo) -> tuple[str, int, int]:
-    return (info.path, int(info.size or 0), int(info.mtime_ns or 0))
+def _concurrently(fn: Callable[[_In], _Out], items: Iterable[_In]) -> list[_Out]:
+    """``[fn(i) for i in items]``, up to :data:`READERS` at a time (pyarrow's I/O releases the GIL)."""
+    todo = list(items)
+    if len(todo) < 2:
+        return [fn(i) for i in todo]
+    with ThreadPoolExecutor(min(READERS, len(todo)), thread_name_prefix="finops-ui") as pool:
+        return list(pool.map(fn, todo))
 
 
-def _load_marker(store: ReportStore, info: pafs.FileInfo) -> JsonObject | None:
-    key = _info_key(info)
+def _info_key(info: pafs.FileInfo) -> _Key:
+    return (info.path, int(info.size or 0), str(info.mtime_ns or 0))
+
+
+def _s3(store: ReportStore) -> Any:
+    """A boto3 S3 client of the store's credentials and endpoint (one per root, made once under the lock: boto3
+    clients are thread-safe, their creation is not)."""
     with _lock:
-        if key in _marker_cache:
-            return _marker_cache[key]
-    raw = store.read_file(info.path)
+        client = _s3_clients.get(store.uri)
+        if client is None:
+            import boto3
+            from botocore.config import Config
+
+            def opt(name: str) -> str | None:
+                value = store.s3_options.get(name)
+                return str(value) if value else None
+
+            endpoint = opt("endpoint_override")
+            client = boto3.session.Session().client(
+                "s3", aws_access_key_id=opt("access_key"), aws_secret_access_key=opt("secret_key"),
+                aws_session_token=opt("session_token"), region_name=opt("region"),
+                endpoint_url=f"{opt('scheme') or 'https'}://{endpoint}" if endpoint else None,
+                config=Config(max_pool_connections=READERS + 4))
+            _s3_clients[store.uri] = client
+    return client
+
+
+def _read_bytes(store: ReportStore, path: str) -> bytes | None:
+    """The content of ``path`` (one GET on S3, no HEAD first), or None when it does not exist."""
+    if not store.is_s3:
+        return store.read_file(path)
+    bucket, _, key = path.partition("/")
+    client = _s3(store)
+    try:
+        return bytes(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except client.exceptions.NoSuchKey:
+        return None
+
+
+def _s3_list(store: ReportStore, folder: str, start_after: str = "") -> dict[str, _Key]:
+    """path -> key of every object under ``folder`` (``bucket/prefix``), after ``start_after`` when given."""
+    bucket, _, prefix = folder.partition("/")
+    args: dict[str, str] = {"Bucket": bucket, "Prefix": prefix.rstrip("/") + "/"}
+    if start_after:
+        args["StartAfter"] = start_after.partition("/")[2]
+    out: dict[str, _Key] = {}
+    for page in _s3(store).get_paginator("list_objects_v2").paginate(**args):
+        for obj in page.get("Contents", []):
+            path = f"{bucket}/{obj['Key']}"
+            if not path.endswith("/"):  # an empty folder marker
+                out[path] = (path, int(obj["Size"]), str(obj["ETag"]))
+    return out
+
+
+def _s3_subfolders(store: ReportStore, folder: str) -> list[str]:
+    bucket, _, prefix = folder.partition("/")
+    pages = _s3(store).get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix.rstrip("/") + "/",
+                                                                 Delimiter="/")
+    return [f"{bucket}/{p['Prefix'].rstrip('/')}" for page in pages for p in page.get("CommonPrefixes", [])]
+
+
+def _listing(store: ReportStore, folder: str, by_subfolder: bool) -> dict[str, _Key]:
+    """path -> key of every file under ``folder``.
+
+    Local disk: listed each time. S3: listed whole at most every :data:`FULL_LISTING_EVERY` seconds; in between,
+    each group of keys that sort by report date (each subfolder with ``by_subfolder``, else the folder) only from
+    its second-newest key on, and new subfolders whole.
+    """
+    if not store.is_s3:
+        infos = store.fs.get_file_info(pafs.FileSelector(folder, recursive=True, allow_not_found=True))
+        return {i.path: _info_key(i) for i in infos if i.type == pafs.FileType.File}
+    uri, now = store.uri_of(folder), time.time()
+    with _lock:
+        state = _listings.get(uri)
+    if state is None or not state[1] or not 0 <= now - state[0] <= FULL_LISTING_EVERY:
+        files = _s3_list(store, folder)
+        with _lock:
+            _listings[uri] = (now, files)
+            _dirty.add(store.uri)
+        return dict(files)
+    files = dict(state[1])
+    groups: dict[str, list[str]] = {}
+    for p in sorted(files):
+        groups.setdefault(posixpath.dirname(p) if by_subfolder else folder, []).append(p)
+    if by_subfolder:
+        for new in _s3_subfolders(store, folder):
+            groups.setdefault(new, [])
+
+    def relist(name: str) -> tuple[str, str, dict[str, _Key]]:
+        paths = groups[name]
+        start = paths[-2] if len(paths) > 1 else ""
+        return name, start, _s3_list(store, name, start)
+
+    for name, start, found in _concurrently(relist, sorted(groups)):
+        for p in groups[name]:
+            if p > start:
+                files.pop(p, None)  # listed again (or gone)
+        files.update(found)
+    with _lock:
+        _listings[uri] = (state[0], files)
+    return dict(files)
+
+
+def _cache_file(store: ReportStore) -> Path | None:
+    where = os.environ.get(CACHE_DIR_ENV, "")
+    if where.lower() == "off":
+        return None
+    folder = Path(where) if where else Path(tempfile.gettempdir()) / "traceo-finops-ui"
+    return folder / f"{hashlib.sha256(store.uri.encode()).hexdigest()[:24]}.json"
+
+
+def _load_disk_cache(store: ReportStore) -> None:
+    """Fill the caches from the disk copy of ``store``'s root, once per process (entries are still validated
+    by file path, size and mtime before use)."""
+    with _lock:
+        if store.uri in _loaded:
+            return
+        _loaded.add(store.uri)
+    path = _cache_file(store)
+    try:
+        data = json.loads(path.read_text()) if path is not None and path.is_file() else None
+    except (OSError, ValueError):
+        data = None
+    if not isinstance(data, dict) or data.get("version") != _CACHE_VERSION or data.get("root") != store.uri:
+        return
+    try:
+        with _lock:
+            for p, size, version, marker in data.get("markers") or []:
+                if isinstance(marker, dict):
+                    _marker_cache.setdefault((str(p), int(size), str(version)), marker)
+            for p, size, version, run, (cur, proj, sav) in data.get("trend") or []:
+                _trend_cache.setdefault((str(p), int(size), str(version), str(run)),
+                                        (float(cur), float(proj), float(sav)))
+            for uri, (when, files) in (data.get("listings") or {}).items():
+                if str(uri).startswith(store.uri + "/") and float(when) > _listings.get(uri, (0.0, {}))[0]:
+                    _listings[str(uri)] = (float(when), {str(p): (str(p), int(n), str(v)) for p, n, v in files})
+    except (TypeError, ValueError):
+        log.warning("ignoring the unreadable FinOps page cache %s", path)
+
+
+def _save_disk_cache(store: ReportStore) -> None:
+    """Write the caches of ``store``'s root to disk (replaced atomically) if this process added to them."""
+    path = _cache_file(store)
+    prefix = store.base.rstrip("/") + "/"
+    with _lock:
+        if store.uri not in _dirty:
+            return
+        _dirty.discard(store.uri)
+        markers = [[*k, m] for k, m in _marker_cache.items() if k[0].startswith(prefix)]
+        points = [[*k, list(v)] for k, v in _trend_cache.items() if k[0].startswith(prefix)]
+        listings = {uri: [when, list(files.values())] for uri, (when, files) in _listings.items()
+                    if uri.startswith(store.uri + "/")}
+    if path is None:
+        return
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp.write_text(json.dumps({"version": _CACHE_VERSION, "root": store.uri, "markers": markers,
+                                   "trend": points, "listings": listings}))
+        os.replace(tmp, path)
+    except OSError as exc:  # a cache only: the page works without it
+        log.warning("could not write the FinOps page cache %s: %s", path, exc)
+        tmp.unlink(missing_ok=True)
+
+
+def _forget(cache: dict[Any, Any], prefix: str, keep: set[_Key]) -> None:
+    """Drop the entries under ``prefix`` whose file is no longer listed as it was (rewritten or removed)."""
+    for key in [k for k in cache if k[0].startswith(prefix) and tuple(k[:3]) not in keep]:
+        del cache[key]
+
+
+def _parse_marker(raw: bytes | None) -> JsonObject | None:
     try:
         marker = json.loads(raw) if raw is not None else None
     except ValueError:
         return None
-    if not isinstance(marker, dict):
-        return None
-    with _lock:
-        _marker_cache[key] = marker
-    return marker
+    return marker if isinstance(marker, dict) else None
+
+
+def _list_markers(store: ReportStore) -> list[_Key]:
+    """Every ``_commits/<dag_id>/report_date=D.json`` (on S3 mostly from the listing cache, see :func:`_listing`)."""
+    found = _listing(store, store.path(COMMITS_DIR), by_subfolder=True)
+    return [k for p, k in sorted(found.items())
+            if posixpath.basename(p).startswith("report_date=") and p.endswith(".json")]
 
 
 def markers_by_dag(store: ReportStore) -> dict[str, list[JsonObject]]:
-    """dag_id -> its commit markers, oldest report date first (one listing of ``_commits/``)."""
-    selector = pafs.FileSelector(store.path(COMMITS_DIR), recursive=True, allow_not_found=True)
+    """dag_id -> its commit markers, oldest report date first (one listing of ``_commits/``).
+
+    A marker is read once while its file is unchanged; the ones not cached yet are read concurrently.
+    """
+    _load_disk_cache(store)
+    keys = _list_markers(store)
+    with _lock:
+        known = {k: _marker_cache.get(k) for k in keys}
+    todo = [k for k in keys if known[k] is None]
+    fetched = _concurrently(lambda k: _read_bytes(store, k[0]), todo)
+    with _lock:
+        for key, raw in zip(todo, fetched, strict=True):
+            marker = _parse_marker(raw)
+            if marker is not None:
+                known[key] = _marker_cache[key] = marker
+        if todo:
+            _forget(_marker_cache, store.path(COMMITS_DIR) + "/", set(keys))
+            _dirty.add(store.uri)
     out: dict[str, list[JsonObject]] = {}
-    for info in store.fs.get_file_info(selector):
-        if info.type != pafs.FileType.File or not info.base_name.startswith("report_date="):
-            continue
-        if not info.base_name.endswith(".json"):
-            continue
-        marker = _load_marker(store, info)
+    for key in keys:
+        marker = known[key]
         if marker and marker.get("dag_id") and marker.get("report_date"):
             out.setdefault(str(marker["dag_id"]), []).append(marker)
     for markers in out.values():
         markers.sort(key=lambda m: str(m["report_date"]))
     return out
+
+
+def _read_parquet(store: ReportStore, path: str, columns: Sequence[str] | None = None) -> pa.Table | None:
+    """The Parquet file at ``path`` in one read (one GET on S3), parsed from memory; None when missing."""
+    raw = _read_bytes(store, path)
+    if raw is None:
+        return None
+    try:
+        return pq.read_table(pa.BufferReader(raw), columns=list(columns) if columns is not None else None)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ReportError(f"{store.uri_of(path)} is not a readable Parquet file: {exc}") from None
 
 
 def committed_table(store: ReportStore, marker: Mapping[str, Any], dataset: str) -> pa.Table:
@@ -103,7 +335,10 @@ def committed_table(store: ReportStore, marker: Mapping[str, Any], dataset: str)
     if not entry:
         raise ReportError(f"{marker.get('dag_id')} {marker.get('report_date')} did not commit {dataset!r}")
     day = date.fromisoformat(str(marker["report_date"]))
-    table = store.read_partition(dataset, day, entry.get("partition") or None)
+    path = posixpath.join(store.partition_dir(dataset, day, entry.get("partition") or None), PART_FILE)
+    table = _read_parquet(store, path)
+    if table is None:
+        raise ReportError(f"dataset {dataset!r} has no partition for {day} at {store.uri_of(path)}")
     file_run = (table.schema.metadata or {}).get(b"traceo.run_id", b"").decode()
     runs = set(table.column(RUN_ID_COLUMN).to_pylist()) if RUN_ID_COLUMN in table.column_names else set()
     runs |= {file_run} if file_run else set()
@@ -112,6 +347,22 @@ def committed_table(store: ReportStore, marker: Mapping[str, Any], dataset: str)
         raise ReportError(f"dataset {dataset!r} {day} is uncommitted: the partition comes from run(s) "
                           f"{sorted(runs) or 'unknown'}, the committed run is {committed_run!r}")
     return table
+
+
+def committed_tables(store: ReportStore, wanted: Sequence[tuple[Mapping[str, Any], str]]
+                     ) -> list[pa.Table | ReportError]:
+    """:func:`committed_table` of each ``(marker, dataset)``, read concurrently; an error in place of a table."""
+    def one(item: tuple[Mapping[str, Any], str]) -> pa.Table | ReportError:
+        try:
+            return committed_table(store, *item)
+        except ReportError as exc:
+            return exc
+
+    return _concurrently(one, wanted)
+
+
+def _raise(exc: ReportError) -> pa.Table:
+    raise exc
 
 
 def _rows(table: pa.Table, drop: Sequence[str] = (RUN_ID_COLUMN, "window_start", "window_end")) -> list[JsonObject]:
@@ -154,47 +405,50 @@ def read_artifact(store: ReportStore, uri: str) -> bytes:
 def trend(store: ReportStore, cost_markers: Sequence[Mapping[str, Any]], days: int = TREND_DAYS) -> list[JsonObject]:
     """Daily totals (current, projected, saving $/month) of the last ``days`` committed cost reports.
 
-    Reads three columns of each committed ``cost_summary`` partition at once (pyarrow dataset, threaded);
+    Reads three columns of each committed ``cost_summary`` partition (concurrently, one GET each on S3);
     a partition already summed is taken from the cache while its file is unchanged.
     """
     wanted = [m for m in cost_markers if "cost_summary" in (m.get("datasets") or {})][-days:]
     if not wanted:
         return []
     base = store.path("cost_summary")
-    infos = {i.path: i for i in store.fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
-             if i.type == pafs.FileType.File}
+    _load_disk_cache(store)
+    infos = _listing(store, base, by_subfolder=False)
     points: dict[str, tuple[float, float, float]] = {}
-    todo: dict[str, tuple[str, str, tuple[str, int, int]]] = {}  # path -> (report date, committed run, key)
+    todo: dict[str, tuple[str, str, _Key]] = {}  # path -> (report date, committed run, key)
     for m in wanted:
         day = str(m["report_date"])
         path = posixpath.join(base, f"report_date={day}", PART_FILE)
         if path not in infos:
             continue
         run = str(m["datasets"]["cost_summary"].get("run_id", m.get("run_id")))
-        key = _info_key(infos[path])
+        key = infos[path]
         with _lock:
             cached = _trend_cache.get((*key, run))
         if cached is not None:
             points[day] = cached
         else:
             todo[path] = (day, run, key)
+    cols = ["current_monthly_usd", "projected_monthly_usd", "saving_monthly_usd"]
+
+    def read(path: str) -> pa.Table | None:
+        try:
+            return _read_parquet(store, path, [*cols, RUN_ID_COLUMN])
+        except ReportError:
+            return None  # unreadable: no point for that day
+
+    for path, table in zip(todo, _concurrently(read, todo), strict=True):
+        day, run, key = todo[path]
+        if table is None or table.num_rows == 0 or set(table.column(RUN_ID_COLUMN).to_pylist()) != {run}:
+            continue  # empty (nothing to report that day) or not the committed run: no point
+        p = tuple(round(float(pc.sum(table.column(c)).as_py() or 0.0), 2) for c in cols)
+        points[day] = (p[0], p[1], p[2])
+        with _lock:
+            _trend_cache[(*key, run)] = points[day]
     if todo:
-        data = pads.dataset(sorted(todo), filesystem=store.fs, format="parquet", partition_base_dir=base,
-                            partitioning=pads.partitioning(pa.schema([("report_date", pa.string())]), flavor="hive"))
-        cols = ["current_monthly_usd", "projected_monthly_usd", "saving_monthly_usd"]
-        table = data.to_table(columns=[*cols, RUN_ID_COLUMN, "report_date"])
-        sums = table.group_by(["report_date", RUN_ID_COLUMN]).aggregate([(c, "sum") for c in cols]).to_pylist()
-        found: dict[str, list[dict[str, Any]]] = {}
-        for row in sums:
-            found.setdefault(str(row["report_date"]), []).append(row)
-        for day, run, key in todo.values():
-            rows = found.get(day, [])
-            if len(rows) != 1 or rows[0][RUN_ID_COLUMN] != run:
-                continue  # empty (nothing to report that day) or not the committed run: no point
-            point = tuple(round(float(rows[0][f"{c}_sum"] or 0.0), 2) for c in cols)
-            points[day] = (point[0], point[1], point[2])
-            with _lock:
-                _trend_cache[(*key, run)] = points[day]
+        with _lock:
+            _forget(_trend_cache, base + "/", set(infos.values()))
+            _dirty.add(store.uri)
     return [{"report_date": d, "current": p[0], "projected": p[1], "saving": p[2]} for d, p in sorted(points.items())]
 
 
@@ -212,23 +466,35 @@ def _age_days(day: str, today: date) -> int:
     return (today - date.fromisoformat(day)).days
 
 
+def _kit_records(markers: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[tuple[Mapping[str, Any], str]]:
+    """The ``quality_checks`` and ``run_targets`` of each DAG's newest marker, in :func:`datasets_status`' order."""
+    return [(dag_markers[-1], name) for _, dag_markers in sorted(markers.items())
+            for name in (QUALITY_CHECKS.name, RUN_TARGETS.name)]
+
+
 def datasets_status(store: ReportStore, markers: Mapping[str, Sequence[Mapping[str, Any]]], today: date,
-                    stale_after: timedelta = STALE_AFTER) -> tuple[list[JsonObject], list[JsonObject]]:
+                    stale_after: timedelta = STALE_AFTER, records: Sequence[pa.Table | ReportError] | None = None,
+                    ) -> tuple[list[JsonObject], list[JsonObject]]:
     """Each dataset's newest committed partition, its age and quality status; and the failed targets.
 
     Both come from each DAG's newest commit marker: its ``quality_checks`` record (a refused set names
     the failed expectations there, while the previous partition stays committed) and its ``run_targets``.
+    ``records``: those tables already read (:func:`committed_tables` of :func:`_kit_records`); else read here.
     """
+    if records is None:
+        records = committed_tables(store, _kit_records(markers))
+    tables = iter(records)
     datasets: list[JsonObject] = []
     failed: list[JsonObject] = []
     for dag_id, dag_markers in sorted(markers.items()):
         latest = dag_markers[-1]
         quality: dict[str, Mapping[str, Any]] = {}
         problems: list[str] = []
-        try:
-            quality = {str(r["dataset"]): r for r in committed_table(store, latest, QUALITY_CHECKS.name).to_pylist()}
-        except ReportError as exc:
-            problems.append(str(exc))
+        checks, targets = next(tables), next(tables)
+        if isinstance(checks, ReportError):
+            problems.append(str(checks))
+        else:
+            quality = {str(r["dataset"]): r for r in checks.to_pylist()}
         newest: dict[str, tuple[str, Mapping[str, Any]]] = {}
         for m in dag_markers:
             for name, entry in (m.get("datasets") or {}).items():
@@ -244,12 +510,9 @@ def datasets_status(store: ReportStore, markers: Mapping[str, Sequence[Mapping[s
                 "failures": [] if q is None else list(q["failures"]),
                 "checked_at": None if q is None else _json_value(q["checked_at"]),
             })
-        try:
-            targets = committed_table(store, latest, RUN_TARGETS.name)
-        except ReportError as exc:
-            problems.append(str(exc))
-            targets = None
-        if targets is not None:
+        if isinstance(targets, ReportError):
+            problems.append(str(targets))
+        else:
             bad = targets.filter(pc.equal(targets.column("status"), TARGET_FAILED))
             for r in bad.to_pylist():
                 failed.append({"dag_id": dag_id, "report_date": str(latest["report_date"]), "target": r["target"],
@@ -263,19 +526,30 @@ def datasets_status(store: ReportStore, markers: Mapping[str, Sequence[Mapping[s
 def report_page(store: ReportStore, today: date | None = None, *, trend_days: int = TREND_DAYS,
                 stale_after: timedelta = STALE_AFTER) -> JsonObject:
     """Everything the FinOps page shows, JSON-safe; ``status``: ``ok``, ``empty`` or ``uncommitted``."""
-    today = today or datetime.now(UTC).date()
+    try:
+        return _report_page(store, today or datetime.now(UTC).date(), trend_days, stale_after)
+    finally:
+        _save_disk_cache(store)
+
+
+def _report_page(store: ReportStore, today: date, trend_days: int, stale_after: timedelta) -> JsonObject:
     markers = markers_by_dag(store)
-    datasets, failed = datasets_status(store, markers, today, stale_after)
+    cost = [m for m in markers.get(COST_DAG, []) if "cost_summary" in (m.get("datasets") or {})]
+    newest = [(cost[-1], name) for name in ("cost_summary", "actions") if cost and name in cost[-1]["datasets"]]
+    # Every partition this page shows, read at once: each DAG's newest records and the newest cost report.
+    kit = _kit_records(markers)
+    tables = committed_tables(store, [*kit, *newest])
+    datasets, failed = datasets_status(store, markers, today, stale_after, tables[:len(kit)])
     page: JsonObject = {"root": store.uri, "today": today.isoformat(), "datasets": datasets,
                         "failed_targets": failed, "report": None, "totals": None, "categories": [],
                         "actions": [], "trend": [], "status": "empty", "message": NOTHING_YET}
-    cost = [m for m in markers.get(COST_DAG, []) if "cost_summary" in (m.get("datasets") or {})]
     if not cost:
         return page
     latest = cost[-1]
     try:
-        summary = committed_table(store, latest, "cost_summary").to_pylist()
-        actions = _rows(committed_table(store, latest, "actions")) if "actions" in latest["datasets"] else []
+        read = [t if isinstance(t, pa.Table) else _raise(t) for t in tables[len(kit):]]
+        summary = read[0].to_pylist()
+        actions = _rows(read[1]) if len(read) > 1 else []
     except ReportError as exc:
         # A later run rewrote the partition and died before its marker: say so rather than mix two runs.
         page.update({"status": "uncommitted", "message": f"The newest cost report cannot be shown: {exc}. "
@@ -395,3 +669,46 @@ def render_html(page: Mapping[str, Any]) -> str:
         else '<p class="good" id="no-failed-targets">None: every target of the last runs succeeded.</p>'))
     parts.append(f"<script>{_SCRIPT}</script></body></html>")
     return "".join(parts)
+
+
+# -- the SLO deploy decision, for deploy pipelines (issue 13 item 5) -----------------------------------------
+SLO_DAG = "finops_slo"
+
+
+class DecisionNotFound(ReportError):
+    """No committed ``finops_slo`` report, or none with a decision for the service asked for."""
+
+
+class DecisionAmbiguous(ReportError):
+    """Several sources/tenants have a decision for the service: the caller must say which."""
+
+
+def slo_decision(store: ReportStore, service: str, source: str | None = None,
+                 tenant: str | None = None) -> JsonObject:
+    """The deploy decision of ``service`` in the newest committed ``finops_slo`` report: the decision JSON the DAG
+    wrote beside it (``<source[-tenant]>-<service>.decision.json``), with that report's ``report_date``. Only
+    the newest report counts — a service missing from it is not found, never answered from an older one."""
+    from traceo_finops.slo.dataset import SLO_BUDGET, decision_filename
+
+    markers = [m for m in markers_by_dag(store).get(SLO_DAG, []) if SLO_BUDGET.name in (m.get("datasets") or {})]
+    if not markers:
+        raise DecisionNotFound(f"no committed {SLO_DAG} report under {store.uri}")
+    marker = markers[-1]
+    suffix = "-" + decision_filename(service)
+    found: list[JsonObject] = []
+    for uri in marker.get("artifacts") or []:
+        if not str(uri).endswith(suffix):
+            continue
+        body = json.loads(read_artifact(store, str(uri)))
+        if body.get("service") == service and source in (None, body.get("source")) \
+                and tenant in (None, body.get("tenant")):
+            found.append(body)
+    where = f"the {SLO_DAG} report of {marker['report_date']}"
+    if not found:
+        which = "".join(f", {k} {v!r}" for k, v in (("source", source), ("tenant", tenant)) if v is not None)
+        raise DecisionNotFound(f"service {service!r}{which} has no SLO decision in {where}")
+    if len(found) > 1:
+        places = ", ".join(f"source={b.get('source')!r} tenant={b.get('tenant')!r}" for b in found)
+        raise DecisionAmbiguous(f"service {service!r} has a decision for each of {places} in {where}: "
+                                "ask with source (and tenant)")
+    return {**found[0], "report_date": marker["report_date"]}

@@ -57,4 +57,20 @@ def create_app() -> FastAPI:
             kind = "text/plain"  # an artifact is data, never a page of its own
         return Response(content, media_type=kind, headers={"Content-Disposition": "inline"})
 
+    @app.get("/api/slo/decision")
+    def slo_decision(service: str, source: str | None = None, tenant: str | None = None) -> JSONResponse:
+        return _slo_decision(service, source, tenant)
+
     return app
+
+
+def _slo_decision(service: str, source: str | None, tenant: str | None) -> JSONResponse:
+    """A service's deploy decision for a deploy pipeline: the newest committed finops_slo decision JSON; 404 when
+    there is none, 409 when several sources/tenants have one and neither ``source`` nor ``tenant`` says which."""
+    try:
+        body = ui.slo_decision(_store(), service, source, tenant)
+    except ui.DecisionAmbiguous as exc:
+        raise HTTPException(status_code=409, detail=str(exc)) from None
+    except ReportError as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from None
+    return JSONResponse(body, headers={"Cache-Control": "no-store"})

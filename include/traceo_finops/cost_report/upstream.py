@@ -1,9 +1,14 @@
 """What the cost report reads: each upstream dataset's newest committed partition, through the kit only.
 
-Every read goes through :func:`~traceo_finops.kit.publish.committed_partitions` (which dates were
-committed) and :func:`~traceo_finops.kit.publish.read_committed` (the committed run's rows), so a
-killed or overlapping upstream run is never read. A partition whose schema version is not the one
+Every read goes through the kit's index of commit markers, :func:`~traceo_finops.kit.publish.committed_partitions`
+(which dates were committed, by which run), taken once per build; a partition is used only when its rows are the
+committed run's — :func:`~traceo_finops.kit.publish.read_committed`'s rule, applied to the index entry in hand
+(``read_committed`` itself lists every marker under the root per call: a year of them, ~30 partitions a build).
+So a killed or overlapping upstream run is never read. A partition whose schema version is not the one
 this report knows is rejected, naming both versions; one older than ``max_input_age`` is stale.
+
+Rows are handed on without the upstream's ``run_id`` and window columns: the cost model never reads them, and
+turning a year's worth of timestamps into Python objects was most of the time of reading a day.
 """
 
 from __future__ import annotations
@@ -17,11 +22,13 @@ from typing import Any
 import pyarrow as pa
 
 from traceo_finops.cost_report.recommend import Provenance
-from traceo_finops.kit.publish import committed_partitions, read_commit, read_committed
-from traceo_finops.reports import ReportError, ReportStore
+from traceo_finops.kit.publish import committed_partitions, read_commit
+from traceo_finops.reports import RUN_ID_COLUMN, ReportError, ReportStore
 from traceo_finops.shapes import Json
 
 SCHEMA_VERSION_KEY = b"traceo.schema_version"
+# Columns of every upstream row that the cost report never reads (which run wrote it, the run's window).
+NOT_READ = frozenset({RUN_ID_COLUMN, "window_start", "window_end"})
 
 
 @cache
@@ -74,7 +81,7 @@ class Lake:
         self.versions = dict(versions or known_versions())
         index = committed_partitions(store)
         self.dates: dict[str, list[tuple[date, Mapping[str, Json]]]] = {
-            name: sorted((date.fromisoformat(str(e["report_date"])), e) for e in entries)
+            name: sorted(((date.fromisoformat(str(e["report_date"])), e) for e in entries), key=lambda de: de[0])
             for name, entries in index.items() if name in self.versions}
         self._tables: dict[tuple[str, date], pa.Table | str] = {}
 
@@ -84,11 +91,35 @@ class Lake:
     def _read(self, dataset: str, day: date) -> pa.Table | str:
         key = (dataset, day)
         if key not in self._tables:
-            try:
-                self._tables[key] = read_committed(self.store, dataset, day)
-            except ReportError as exc:
-                self._tables[key] = str(exc)
+            self._tables[key] = self._read_committed(dataset, day)
         return self._tables[key]
+
+    def _read_committed(self, dataset: str, day: date) -> pa.Table | str:
+        """The partition if its rows are the committed run's (``read_committed``'s rule), else why not."""
+        entries = [e for d, e in self.dates.get(dataset, []) if d == day]
+        if not entries:
+            return f"dataset {dataset!r} has no committed report for {day} under {self.store.uri}"
+        if len(entries) > 1:
+            return (f"dataset {dataset!r} {day} was committed by several DAGs "
+                    f"({', '.join(str(e.get('dag_id')) for e in entries)}): name the dag_id")
+        entry = entries[0]
+        partition = entry.get("partition")
+        try:
+            table = self.store.read_partition(dataset, day, {str(k): str(v) for k, v in partition.items()}
+                                              if isinstance(partition, dict) else None)
+        except (ReportError, OSError) as exc:
+            return str(exc)
+        # The file's own run id too: an empty partition has no run_id values to compare.
+        file_run = (table.schema.metadata or {}).get(b"traceo.run_id", b"").decode()
+        runs = ({str(r) for r in table.column(RUN_ID_COLUMN).unique().to_pylist()}
+                if RUN_ID_COLUMN in table.column_names else set())
+        runs |= {file_run} if file_run else set()
+        committed = str(entry.get("run_id"))
+        if runs != {committed}:
+            return (f"dataset {dataset!r} {day} is uncommitted: the partition comes from run(s) "
+                    f"{sorted(runs) or 'unknown'} but the committed run of {entry.get('dag_id')} is {committed!r} "
+                    f"(a later run is publishing or was killed); rerun that date")
+        return table
 
     def snapshot(self, day: date, max_age: timedelta, skip: tuple[str, ...] = ()) -> Snapshot:
         """Each dataset's newest committed partition on or before ``day`` (and not older than ``max_age``)."""
@@ -119,7 +150,7 @@ class Lake:
                     f"schema version {version if version is not None else 'unknown'} of {dataset} {when}; this "
                     f"report reads version {expected} (rerun {entry.get('dag_id')} for that date)"))
                 continue
-            snap.rows[dataset] = table.to_pylist()
+            snap.rows[dataset] = table.select([c for c in table.column_names if c not in NOT_READ]).to_pylist()
             marker = read_commit(self.store, str(entry.get("dag_id")), when) or {}
             snap.provenance[dataset] = Provenance(uri, tuple(str(a) for a in marker.get("artifacts") or []))
             snap.inputs.append(InputRecord(dataset, "used", when, version, table.num_rows, uri))

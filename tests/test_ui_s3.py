@@ -1,0 +1,167 @@
+"""The FinOps page's figures with the report root on the devstack's S3 (moto_server over HTTP, a bucket of its own).
+
+The same lake — an upstream workflow with a failed target and an artifact, two committed cost reports a week
+apart — is published by the kit's real ``publish`` to a local root and to ``s3://<bucket>/reports``; the page
+read from S3 must show what it shows for the local root, and what the Parquet rows on S3 add up to (read here
+with pyarrow, not through the code under test). Then the page is read again in a "new process" (the in-memory
+caches emptied, the disk cache kept), and once more after a third cost report is published: the cache must not
+hide it. No timing here: ``bench/bench_cost_report.py`` measures speed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from traceo_finops import ui
+from traceo_finops.config import FinopsConfig
+from traceo_finops.cost_report.dataset import ACTIONS, COST_SUMMARY
+from traceo_finops.kit.context import RunContext, Target, TargetKind
+from traceo_finops.kit.outcome import TargetResult
+from traceo_finops.kit.publish import Report, publish
+from traceo_finops.reports import ReportStore
+from traceo_finops.window import Window
+
+pytestmark = pytest.mark.integration
+
+TODAY = date(2026, 12, 7)
+COST_DAYS = (date(2026, 11, 29), date(2026, 12, 6))
+PROM = Target(TargetKind.SOURCE, "prom-a", conn_id="prometheus_default")
+TEAM_B = Target(TargetKind.TENANT, "mimir", "team-b", conn_id="mimir")
+
+
+def _ctx(store: ReportStore, dag_id: str, day: date, run_id: str) -> RunContext:
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return RunContext(cfg=FinopsConfig.model_construct(), workflow="cost_report", dag_id=dag_id, run_id=run_id,
+                      window=Window(start, start + timedelta(days=1)), store_factory=lambda _cfg: store)
+
+
+def _summary(scale: float) -> list[dict[str, Any]]:
+    rows = []
+    for i, (cat, owner) in enumerate([("active_series", "team-a"), ("local_disk", "prom-a"),
+                                      ("object_storage", "team-b"), ("workload_requests", "payments")]):
+        current = round(scale * (120.0 + 41.5 * i), 2)
+        saving = round(current * (0.08 + 0.04 * i), 2)
+        rows.append({"category": cat, "owner": owner, "current_monthly_usd": current,
+                     "projected_monthly_usd": round(current - saving, 2), "saving_monthly_usd": saving,
+                     "previous_monthly_usd": None, "wow_change_usd": None, "wow_change_pct": None,
+                     "basis": "test", "notes": "", "window_start": datetime(2026, 11, 1, tzinfo=UTC),
+                     "window_end": datetime(2026, 11, 2, tzinfo=UTC)})
+    return rows
+
+
+def _actions(artifact: str) -> list[dict[str, Any]]:
+    specs = [(2, "lifecycle_rule", "blocks-eu", 41.5, ""), (1, "drop_metric", "http_requests_bucket", 88.25, artifact)]
+    return [{"rank": r, "action_id": f"a{r}", "workflow": "cardinality", "kind": k, "target": t, "owner": "team-a",
+             "monthly_saving_usd": s, "effort": "low", "risk": "low", "status": "proposed", "artifact_uri": a,
+             "detail": "", "window_start": datetime(2026, 11, 1, tzinfo=UTC),
+             "window_end": datetime(2026, 11, 2, tzinfo=UTC)} for r, k, t, s, a in specs]
+
+
+def publish_cost_report(store: ReportStore, day: date, scale: float, artifact: str) -> None:
+    publish(_ctx(store, ui.COST_DAG, day, f"cost-{day}"),
+            Report(datasets=[(COST_SUMMARY, _summary(scale)), (ACTIONS, _actions(artifact))]), [TargetResult(PROM)])
+
+
+def build_lake(store: ReportStore) -> None:
+    """An upstream set with an artifact and a failed target, then two cost reports (the kit's real publish)."""
+    from traceo_finops.cost_report.dataset import STORAGE
+
+    storage = [{"source": "prom-a", "tenant": "", "kind": "prometheus", "status": "ok", "notes": "", "instances": 1,
+                "blocks_bytes": 10, "wal_bytes": None, "head_chunks_bytes": None, "local_bytes": 10,
+                "object_bytes": None, "object_files": None, "bytes_per_sample": 1.5, "bytes_per_sample_source": "x",
+                "retention_time_seconds": 86400.0, "retention_size_bytes": None, "samples_per_second": 1.0,
+                "active_series": 5, "disk_needed_bytes": 100, "disk_gb_month_usd": 0.08, "monthly_cost_usd": 1.0,
+                "window_start": datetime(2026, 11, 28, tzinfo=UTC), "window_end": datetime(2026, 11, 29, tzinfo=UTC)}]
+    up = publish(_ctx(store, "finops_upstream", date(2026, 11, 28), "up-1"),
+                 Report(datasets=[(STORAGE, storage)], artifacts={("cardinality", "drop-rules.yaml"): b"- drop: x\n"}),
+                 [TargetResult(PROM), TargetResult(TEAM_B, error="mimir/team-b: HTTP 401")])
+    for day, scale in zip(COST_DAYS, (1.0, 1.5), strict=True):
+        publish_cost_report(store, day, scale, up["artifacts"][0])
+
+
+@pytest.fixture
+def s3_store(devstack: dict[str, str]) -> Iterator[ReportStore]:
+    """A report root in a bucket of its own on the devstack's moto; the bucket is removed afterwards."""
+    endpoint = devstack["DEVSTACK_S3_ENDPOINT"]
+    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
+                          region_name="us-east-1")
+    bucket = f"ui-page-{uuid.uuid4().hex[:10]}"
+    client.create_bucket(Bucket=bucket)
+    scheme, _, host = endpoint.partition("://")
+    yield ReportStore(f"s3://{bucket}/reports", s3_options={
+        "access_key": "testing", "secret_key": "testing", "region": "us-east-1", "endpoint_override": host,
+        "scheme": scheme})
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for obj in page.get("Contents", []):
+            client.delete_object(Bucket=bucket, Key=obj["Key"])
+    client.delete_bucket(Bucket=bucket)
+
+
+def _shown(page: dict[str, Any]) -> dict[str, Any]:
+    """What the page shows, without what names the root (URIs, committed_at clock)."""
+    return {"status": page["status"], "report_date": (page["report"] or {}).get("report_date"),
+            "coverage": (page["report"] or {}).get("coverage"), "totals": page["totals"],
+            "categories": page["categories"], "trend": page["trend"],
+            "actions": [(a["rank"], a["kind"], a["target"], a["monthly_saving_usd"], bool(a["artifact_href"]))
+                        for a in page["actions"]],
+            "datasets": [(d["dataset"], d["dag_id"], d["report_date"], d["rows"], d["quality"])
+                         for d in page["datasets"]],
+            "failed": [(f["dag_id"], f["target"], f["error"]) for f in page["failed_targets"]]}
+
+
+def _s3_sum(store: ReportStore, day: date, column: str) -> float:
+    path = f"{store.base}/cost_summary/report_date={day.isoformat()}/part-0.parquet"
+    table = pq.read_table(path, filesystem=store.fs)
+    return float(pc.sum(table.column(column)).as_py())
+
+
+def _new_process() -> None:
+    """Forget what this process cached in memory (the disk cache stays), as a restarted api-server would."""
+    ui._marker_cache.clear()
+    ui._trend_cache.clear()
+    ui._loaded.clear()
+
+
+def test_the_page_reads_an_s3_root_like_a_local_one(tmp_path: Path, s3_store: ReportStore,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ui.CACHE_DIR_ENV, str(tmp_path / "cache"))
+    local = ReportStore(str(tmp_path / "reports"))
+    build_lake(local)
+    build_lake(s3_store)
+    on_disk, on_s3 = ui.report_page(local, TODAY), ui.report_page(s3_store, TODAY)
+    assert on_s3["root"] == s3_store.uri and on_s3["status"] == "ok"
+    assert _shown(on_s3) == _shown(on_disk)
+    # The figures are the Parquet rows on S3.
+    for key in ("current", "projected", "saving"):
+        assert on_s3["totals"][key] == pytest.approx(_s3_sum(s3_store, COST_DAYS[-1], f"{key}_monthly_usd"), abs=0.005)
+    assert [p["report_date"] for p in on_s3["trend"]] == [d.isoformat() for d in COST_DAYS]
+    assert on_s3["trend"][0]["current"] == pytest.approx(_s3_sum(s3_store, COST_DAYS[0], "current_monthly_usd"),
+                                                         abs=0.005)
+    assert on_s3["failed_targets"] and on_s3["failed_targets"][0]["target"] == "mimir/team-b"
+    linked = [a for a in on_s3["actions"] if a["artifact_href"]]
+    assert linked and linked[0]["artifact_uri"].startswith(f"{s3_store.uri}/_artifacts/")
+    assert ui.read_artifact(s3_store, linked[0]["artifact_uri"]) == b"- drop: x\n"
+    assert list((tmp_path / "cache").glob("*.json")), "the page keeps its cache on disk"
+
+    # A restarted server: the same page from the disk cache plus what S3 lists now.
+    _new_process()
+    assert _shown(ui.report_page(s3_store, TODAY)) == _shown(on_s3)
+
+    # A newer cost report is shown at once: a cached listing or marker must not hide it.
+    later = date(2026, 12, 7)
+    publish_cost_report(s3_store, later, 2.0, "")
+    page = ui.report_page(s3_store, TODAY)
+    assert page["report"]["report_date"] == later.isoformat()
+    assert page["totals"]["current"] == pytest.approx(_s3_sum(s3_store, later, "current_monthly_usd"), abs=0.005)
+    assert [p["report_date"] for p in page["trend"]] == [*(d.isoformat() for d in COST_DAYS), later.isoformat()]
+    _new_process()
+    assert _shown(ui.report_page(s3_store, TODAY)) == _shown(page)
