@@ -18,12 +18,14 @@ wire (gzip, as Prometheus sends them) and decoded; the Prometheus-side evaluatio
 The history is built once and cached under ``bench/out/`` (see ``bench/rightsizing_data.py``).
 
 Then, with ``--recorded yes`` (the default) or ``only``: the same TSDB gains 14 days of kube-prometheus' recorded
-per-container CPU rate (``promtool tsdb create-blocks-from rules``, cached) and, ``--runs`` times, ours runs on a
-Prometheus without the rule (``rate()``) and ours, (b) and (b′) on one that loads it (ours reads the CPU percentiles
-from the recorded series).
+per-container CPU rate (``promtool tsdb create-blocks-from rules``, cached), twice — evaluated every scrape interval
+(kube-prometheus as shipped) and evaluated once per sizing step (4 scrape intervals: as a 1-minute rule group over a
+15 s scrape), under two names — and, ``--runs`` times, ours runs on a Prometheus without a rule (``rate()``), ours on
+one that loads the every-scrape rule, then ours, (b) and (b′) on one that loads the once-per-step rule (ours reads the
+CPU percentiles from the recorded series; (b) and (b′) read no rule).
 
 Usage: ``python bench/bench_rightsizing.py [--methods ours,vpa,krr,krr-simple] [--interval 60|300]
-[--remeasure] [--containers N] [--recorded yes|no|only] [--runs 3] [--no-krr-defaults]``.
+[--remeasure] [--containers N] [--recorded yes|no|only] [--runs 3] [--cadences scrape,step] [--no-krr-defaults]``.
 Results: printed, and written to ``bench/out/rightsizing-results.json``; copied by hand to docs/benchmarks.md.
 """
 
@@ -402,40 +404,54 @@ def compare(data_dir: Path, world_meta: dict[str, Any], interval: int, methods: 
 # ---- the recorded CPU rate (kube-prometheus' recording rule) ----------------------------------------------
 
 RECORDED_GROUP = "k8s.rules.container_cpu_usage_seconds_total"
+# How often the rule is evaluated: "scrape" — every scrape interval (kube-prometheus' default: the Prometheus
+# Operator evaluates at its scrape interval); "step" — every sizing step, 4 scrape intervals (a quarter of the
+# counter's samples, as a 1-minute rule group — Prometheus' and Mimir's ruler's default — over a 15 s scrape).
+CADENCES = ("scrape", "step")
+STEP_RULE_OFFSET = 437  # the "step" rule runs 437 s after each step (a live group has its own offset; not aligned)
 
 
-def recorded_rule(rate_window: int, interval: int) -> tuple[str, str]:
+def recorded_rule(rate_window: int, interval: int, cadence: str = "scrape") -> tuple[str, str]:
     """(rule name, rule file) of kube-prometheus' per-container CPU rate at the sizing's rate window.
 
     kube-prometheus' expression (kubernetes-mixin ``rules/apps.libsonnet``, without the ``kube_pod_info`` join of
     newer versions: the bench world has no ``kube_pod_info``), with the cAdvisor selector the bench's series carry
     (``job="kubelet"``; they have no ``image`` or ``metrics_path`` label) and the sizing's rate window: 5m at a
     60 s scrape (its own name and window), 20m at the bench's 5-minute scrape (4 × scrape, like every method
-    here). Evaluated every scrape interval."""
+    here). Evaluated every scrape interval (``scrape``, kube-prometheus' own name) or every sizing step
+    (``step``: the same expression as another group, under another name — both histories live in one TSDB and
+    the rule is found by its expression)."""
     from datetime import timedelta
 
     from traceo_finops.recording_rules.normalize import duration
 
     window = duration(timedelta(seconds=rate_window))  # as Prometheus writes it: 20m
-    name = f"node_namespace_pod_container:container_cpu_usage_seconds_total:sum_rate{window}"
     expr = (f'sum by (cluster, namespace, pod, container) (rate(container_cpu_usage_seconds_total{{job="kubelet", '
             f'container!=""}}[{window}]))')
-    text = (f"groups:\n  - name: {RECORDED_GROUP}\n    interval: {interval}s\n    rules:\n"
+    if cadence == "scrape":
+        name, group, every = (f"node_namespace_pod_container:container_cpu_usage_seconds_total:sum_rate{window}",
+                              RECORDED_GROUP, interval)
+    else:
+        name, group, every = (f"namespace_pod_container:container_cpu_usage_seconds_total:sum_rate{window}",
+                              f"{RECORDED_GROUP}.per-step", rate_window)
+    text = (f"groups:\n  - name: {group}\n    interval: {every}s\n    rules:\n"
             f"      - record: {name}\n        expr: {json.dumps(expr)}\n")
     return name, text
 
 
-def ensure_recorded(data_dir: Path, world_meta: dict[str, Any], rate_window: int) -> tuple[Path, dict[str, Any]]:
+def ensure_recorded(data_dir: Path, world_meta: dict[str, Any], rate_window: int, cadence: str = "scrape"
+                    ) -> tuple[Path, dict[str, Any]]:
     """The rule file, and the rule's 14-day history in ``data_dir`` (built once, then cached).
 
     The history is what the rule manager would have written: ``promtool tsdb create-blocks-from rules`` evaluates
     the rule through the query API of a Prometheus on the raw history, every ``interval`` from the history's start
-    (so on the sizing's steps), into blocks that are moved into the TSDB; a Prometheus start then compacts them
-    with the raw blocks, as a live server would have."""
+    (``scrape``) or from ``STEP_RULE_OFFSET`` after it (``step``), into blocks that are moved into the TSDB; a
+    Prometheus start then compacts them with the raw blocks, as a live server would have."""
     root = data_dir.parent
-    name, text = recorded_rule(rate_window, world_meta["interval"])
-    rule_file = root / "recorded-cpu-rate.rules.yml"
-    marker = root / "recorded-cpu-rate.json"
+    name, text = recorded_rule(rate_window, world_meta["interval"], cadence)
+    suffix = "" if cadence == "scrape" else f"-{cadence}"
+    rule_file = root / f"recorded-cpu-rate{suffix}.rules.yml"
+    marker = root / f"recorded-cpu-rate{suffix}.json"
     if marker.exists() and json.loads(marker.read_text()).get("rules") == text and rule_file.exists():
         return rule_file, json.loads(marker.read_text())
     if marker.exists():
@@ -443,11 +459,12 @@ def ensure_recorded(data_dir: Path, world_meta: dict[str, Any], rate_window: int
     rule_file.write_text(text)
     out = root / "recorded-blocks"
     shutil.rmtree(out, ignore_errors=True)
+    first = world_meta["start"] + (0 if cadence == "scrape" else STEP_RULE_OFFSET)
     proc, url, _ = start_prometheus(data_dir, root)
     try:
         t0 = time.monotonic()
         done = subprocess.run([data.PROMTOOL, "tsdb", "create-blocks-from", "rules", "--quiet", f"--url={url}",
-                               f"--start={world_meta['start']}", f"--end={world_meta['end'] + world_meta['interval']}",
+                               f"--start={first}", f"--end={world_meta['end'] + world_meta['interval']}",
                                f"--output-dir={out}", str(rule_file)], capture_output=True, text=True)
         backfill = time.monotonic() - t0
     finally:
@@ -461,36 +478,49 @@ def ensure_recorded(data_dir: Path, world_meta: dict[str, Any], rate_window: int
     shutil.rmtree(out, ignore_errors=True)
     t1 = time.monotonic()
     data.compact(data_dir)
-    info = {"rule": name, "rules": text, "blocks": len(blocks), "backfill_seconds": round(backfill, 1),
-            "compact_seconds": round(time.monotonic() - t1, 1)}
+    info = {"rule": name, "cadence": cadence, "rules": text, "blocks": len(blocks),
+            "backfill_seconds": round(backfill, 1), "compact_seconds": round(time.monotonic() - t1, 1)}
     marker.write_text(json.dumps(info, indent=1) + "\n")
-    print(f"recorded rule {name}: {len(blocks)} blocks backfilled in {backfill:.0f} s, compacted in "
+    print(f"recorded rule {name} ({cadence}): {len(blocks)} blocks backfilled in {backfill:.0f} s, compacted in "
           f"{info['compact_seconds']:.0f} s", flush=True)
     return rule_file, info
 
 
-def recorded_runs(data_dir: Path, world_meta: dict[str, Any], interval: int, runs: int) -> dict[str, Any]:
-    """``runs`` times: ours on a Prometheus without the rule (``rate()``), then ours, (b) and (b′) on one that
-    loads it (ours finds it in the rules API and reads the CPU percentiles from the recorded series). Same TSDB."""
+def recorded_runs(data_dir: Path, world_meta: dict[str, Any], interval: int, runs: int,
+                  cadences: tuple[str, ...] = CADENCES) -> dict[str, Any]:
+    """``runs`` times: ours on a Prometheus without the rule (``rate()``); ours on one that loads the rule of each
+    cadence but the last (ours finds it in the rules API and reads the CPU percentiles from the recorded series);
+    then ours, (b) and (b′) on one that loads the last cadence's rule. Same TSDB; (b) and (b′) read no rule."""
     from traceo_finops.rightsizing.queries import choose_resolution
 
     res = choose_resolution(world_meta["end"] - world_meta["start"], 300, interval)
-    rule_file, info = ensure_recorded(data_dir, world_meta, res.rate_window)
-    out: dict[str, Any] = {"rule": {k: v for k, v in info.items() if k != "rules"}, "runs": []}
+    rules = {c: ensure_recorded(data_dir, world_meta, res.rate_window, c) for c in cadences}
+    out: dict[str, Any] = {"rules": {c: {k: v for k, v in info.items() if k != "rules"}
+                                     for c, (_, info) in rules.items()}, "runs": []}
     for run in range(1, runs + 1):
         load = [round(x, 2) for x in os.getloadavg()]
-        without = compare(data_dir, world_meta, interval, ["ours"], tag="-rate")
-        with_rule = compare(data_dir, world_meta, interval, ["ours", "krr", "krr-simple"], rule_file, tag="-rule")
-        o, b, b1 = with_rule["ours"], with_rule["krr"], with_rule["krr-simple"]
-        r = {"run": run, "loadavg_at_start": load, "ours_rate": without["ours"], **with_rule,
-             "krr_wall/ours_rule_wall": round(b["wall"] / o["wall"], 2),
-             "krr_simple_wall/ours_rule_wall": round(b1["wall"] / o["wall"], 2),
-             "ours_rate_wall/ours_rule_wall": round(without["ours"]["wall"] / o["wall"], 2)}
+        r: dict[str, Any] = {"run": run, "loadavg_at_start": load,
+                             "ours_rate": compare(data_dir, world_meta, interval, ["ours"], tag="-rate")["ours"]}
+        for c in cadences:
+            last = c == cadences[-1]
+            got = compare(data_dir, world_meta, interval, ["ours", "krr", "krr-simple"] if last else ["ours"],
+                          rules[c][0], tag=f"-rule-{c}")
+            r[f"ours_rule_{c}"] = got["ours"]
+            if last:
+                r["krr"], r["krr-simple"] = got["krr"], got["krr-simple"]
+        b, b1 = r["krr"], r["krr-simple"]
+        line = [f"recorded run {run}: ours with rate() {r['ours_rate']['wall']:.2f} s, (b) {b['wall']:.2f} s, "
+                f"(b′) {b1['wall']:.2f} s"]
+        for c in cadences:
+            o = r[f"ours_rule_{c}"]
+            r[f"krr_wall/ours_rule_{c}_wall"] = round(b["wall"] / o["wall"], 2)
+            r[f"krr_simple_wall/ours_rule_{c}_wall"] = round(b1["wall"] / o["wall"], 2)
+            r[f"ours_rate_wall/ours_rule_{c}_wall"] = round(r["ours_rate"]["wall"] / o["wall"], 2)
+            line.append(f"ours with the {c} rule {o['wall']:.2f} s ({o['resolution'].get('cpu_rate_source')}): "
+                        f"{r[f'krr_wall/ours_rule_{c}_wall']}× vs (b), {r[f'krr_simple_wall/ours_rule_{c}_wall']}× "
+                        "vs (b′)")
         out["runs"].append(r)
-        print(f"recorded run {run}: ours with rule {o['wall']:.2f} s (CPU rate from "
-              f"{o['resolution'].get('cpu_rate_source')}), ours with rate() {without['ours']['wall']:.2f} s, "
-              f"(b) {b['wall']:.2f} s, (b′) {b1['wall']:.2f} s → {r['krr_wall/ours_rule_wall']}× vs (b), "
-              f"{r['krr_simple_wall/ours_rule_wall']}× vs (b′)", flush=True)
+        print("; ".join(line), flush=True)
     return out
 
 
@@ -506,6 +536,8 @@ def main() -> int:
     ap.add_argument("--recorded", choices=("yes", "no", "only"), default="yes",
                     help="also run with kube-prometheus' recorded CPU rate loaded (only: nothing else)")
     ap.add_argument("--runs", type=int, default=3, help="runs of the recorded comparison")
+    ap.add_argument("--cadences", default=",".join(CADENCES),
+                    help="the recorded rule's evaluation cadences to run: scrape (every scrape), step (every step)")
     ap.add_argument("--worker", nargs=4, metavar=("METHOD", "URL", "META", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -548,7 +580,8 @@ def main() -> int:
         if "krr-simple" in results:
             summary["goals"]["krr_simple_wall/ours_wall"] = round(results["krr-simple"]["wall"] / o["wall"], 2)
     if args.recorded != "no":
-        summary["recorded"] = recorded_runs(data_dir, world_meta, interval, args.runs)
+        summary["recorded"] = recorded_runs(data_dir, world_meta, interval, args.runs,
+                                            tuple(args.cadences.split(",")))
     if args.krr_defaults and args.recorded != "only":
         # KRR's default step (1.25 min, also its rate window) finds nothing on a 5-minute scrape: compare at its
         # defaults on a 60 s history of a tenth of the cluster (cheap enough to build here).

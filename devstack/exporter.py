@@ -117,13 +117,46 @@ class Family:
     series: tuple[AppSeries, ...]
 
 
-def _traffic(rate: float, amplitude: float) -> Callable[[float], float]:
-    """A request counter: ``rate * (1 + amplitude sin)`` per second, integrated (monotonic)."""
-    period = 86400.0
+@dataclass(frozen=True)
+class _Traffic:
+    """A request counter: ``rate * (1 + amplitude sin)`` per second, integrated (monotonic); ``over`` computes
+    it for an array of times (the latency history) with numpy, ``__call__`` for one time (the live scrape)."""
 
-    def total(t: float) -> float:
-        return rate * (t + amplitude * period / (2 * math.pi) * (1 - math.cos(2 * math.pi * t / period)))
-    return total
+    rate: float
+    amplitude: float
+    period: float = 86400.0
+
+    def __call__(self, t: float) -> float:
+        return self.rate * (t + self.amplitude * self.period / (2 * math.pi) *
+                            (1 - math.cos(2 * math.pi * t / self.period)))
+
+    def over(self, t: np.ndarray) -> np.ndarray:
+        return np.asarray(self.rate * (t + self.amplitude * self.period / (2 * math.pi) *
+                                       (1 - np.cos(2 * math.pi * t / self.period))))
+
+
+def _traffic(rate: float, amplitude: float) -> _Traffic:
+    return _Traffic(rate, amplitude)
+
+
+@dataclass(frozen=True)
+class HistogramPart:
+    """One series of the latency histogram as a function of time: ``floor(total × share)`` for a bucket (share =
+    the fraction of requests under ``le``) or the count (share 1), ``round(total × mean, 3)`` for the sum."""
+
+    total: _Traffic
+    factor: float
+    is_sum: bool = False
+
+    def __call__(self, t: float) -> float:
+        if self.is_sum:
+            return round(self.total(t) * self.factor, 3)
+        return math.floor(self.total(t) * self.factor)
+
+    def over(self, t: np.ndarray) -> np.ndarray:
+        """The same at every time of ``t`` (seconds since the history start)."""
+        values = self.total.over(t) * self.factor
+        return np.round(values, 3) if self.is_sum else np.floor(values)
 
 
 def _lbl(**labels: str) -> tuple[tuple[str, str], ...]:
@@ -162,12 +195,11 @@ def app_families(seed: int) -> list[Family]:
                     frac = 1.0 if math.isinf(le) else 0.5 * (1 + math.erf(math.log(le / median) / (sigma * 2**0.5)))
                     latency.append(AppSeries("http_request_duration_seconds_bucket",
                                              _lbl(le=_fmt(le) if not math.isinf(le) else "+Inf", **dict(base)),
-                                             lambda t, f=total, q=frac: math.floor(f(t) * q)))
+                                             HistogramPart(total, frac)))
                 mean = median * math.exp(sigma**2 / 2)
                 latency.append(AppSeries("http_request_duration_seconds_sum", base,
-                                         lambda t, f=total, m=mean: round(f(t) * m, 3)))
-                latency.append(AppSeries("http_request_duration_seconds_count", base,
-                                         lambda t, f=total: math.floor(f(t))))
+                                         HistogramPart(total, mean, is_sum=True)))
+                latency.append(AppSeries("http_request_duration_seconds_count", base, HistogramPart(total, 1.0)))
         key = stable_key(seed, service, "inflight")
         in_flight.append(AppSeries(
             "http_requests_in_flight", _lbl(namespace=ns, service=service, team=team),

@@ -65,6 +65,14 @@ cores and bytes; ``null`` = not set.
   ``cardinality.unused_metric.name``). Prometheus' own ``prometheus_*``/``go_*`` metrics are not covered.
 - ``replay``: ``queries``, ``ok``, ``failed`` [{expr, source, status, error}], ``label_value_calls``.
 - ``timings``: seconds spent per phase of up().
+
+``slo_ground_truth.json`` (beside it): the 30-day request history of the SLO alert-noise replay, its own
+series (``slo_history_http_requests_total``) with known incidents and noise — see ``devstack.slo_history``.
+A devstack made before it existed gets it at the next ``up`` (the blocks are loaded without a restart).
+
+``latency_history.json`` (beside it): a day of history, every 15 s, of the exporter's own
+``http_request_duration_seconds`` histogram (the dashboard's heavy panel reads it; the same series as the live
+head, nothing new "now") — see ``devstack.latency_history``; added to an older devstack at the next ``up`` too.
 """
 
 from __future__ import annotations
@@ -79,7 +87,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from devstack import proc
+from devstack import latency_history, proc, slo_history
 from devstack.exporter import (
     APP_JOB,
     CADVISOR_PATH,
@@ -279,6 +287,11 @@ def up(state_dir: Path, port: int = 19090, exporter_port: int = 19101, seed: int
             _spawn_exporter(root, stack["exporter_port"], stack["seed"], stack["history_start"],
                             stack["history_minutes"])
             proc.wait_http(f"{stack['exporter_url']}/healthz", 30, "exporter", root / "exporter.log")
+        if not (root / slo_history.TRUTH_FILE).exists():  # a devstack made before the SLO history existed
+            slo_history.ensure(root, stack["seed"], stack["history_end"], str(PROMTOOL_BIN), url=stack["url"])
+        if not (root / latency_history.TRUTH_FILE).exists():  # made before the latency histogram had history
+            latency_history.ensure(root, stack["seed"], stack["history_start"], stack["history_end"],
+                                   f"127.0.0.1:{stack['exporter_port']}", str(PROMTOOL_BIN), url=stack["url"])
         return _info(root, stack, time.monotonic() - t_start)
 
     down(state_dir)
@@ -324,6 +337,11 @@ def _fresh_up(root: Path, port: int, exporter_port: int, seed: int, history_days
     result = backfill(world, history_start, root / "data", root / "tmp", str(PROMTOOL_BIN), default_workers())
     shutil.rmtree(root / "tmp", ignore_errors=True)
     t = lap("history", t)
+    slo_history.ensure(root, seed, history_end, str(PROMTOOL_BIN))  # its own series and ground truth
+    t = lap("slo_history", t)
+    # The heavy dashboard panel's histogram: a day of its samples, as the live exporter would have served them.
+    latency_history.ensure(root, seed, history_start, history_end, f"127.0.0.1:{exporter_port}", str(PROMTOOL_BIN))
+    t = lap("latency_history", t)
 
     proc.wait_http(f"{exporter_url}/healthz", 30, "exporter", root / "exporter.log")
     _spawn_prometheus(root, port)
@@ -439,6 +457,7 @@ def _info(root: Path, stack: dict[str, Any], seconds: float) -> dict[str, Any]:
         "url": stack["url"],
         "exporter_url": stack["exporter_url"],
         "ground_truth": str(root / "ground_truth.json"),
+        "slo_ground_truth": str(root / slo_history.TRUTH_FILE),
         "query_log": str(root / "query.log"),
         "rules_dir": str(root / "rules"),
         "dashboards_dir": str(root / "dashboards"),

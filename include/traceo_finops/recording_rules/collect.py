@@ -190,10 +190,18 @@ class NoStats(PrometheusBadResponse):
     """The server does not answer ``stats=all`` (evaluation timings): only wall time can be measured."""
 
 
-def median_seconds(run: Callable[[], float], runs: int) -> float:
-    """The median of ``runs`` runs' evaluation seconds (a first, warming run is not counted)."""
-    run()
-    return float(median(run() for _ in range(runs)))
+def paired_medians(first: Callable[[], float], second: Callable[[], float], runs: int) -> tuple[float, float]:
+    """The medians of ``runs`` runs of each, taken in turns (first, second, first, …) after one warming run of
+    each: on a shared machine both see the same load, so their ratio does not move with it as much as when one's
+    runs all come before the other's."""
+    first()
+    second()
+    a: list[float] = []
+    b: list[float] = []
+    for _ in range(runs):
+        a.append(first())
+        b.append(second())
+    return float(median(a)), float(median(b))
 
 
 def series_count(runner: QueryRunner, expr: str, at: int, mark: str = "") -> int:

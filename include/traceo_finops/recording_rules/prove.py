@@ -20,7 +20,8 @@ For every group the recommender planned (``recommend.GroupPlan``):
    proves nothing and fails.
 4. **Worth it.** The speedup is the median evaluation time (``stats=all``'s ``evalTotalTime``; the wall time
    of both when the source does not answer ``stats``) of the original query on the source over that of the
-   rewritten query on the private server, after one warm-up run each. The private server holds only the
+   rewritten query on the private server, after one warm-up run each, the runs taken in turns (original,
+   rewritten, original, …) so both medians see the same load on a shared machine. The private server holds only the
    recorded series, so its index is smaller than the source's: on a server with millions of series the
    rewritten query's lookup costs somewhat more than measured here.
 5. **What it adds.** The rule's series: ``count(expr)`` on the source at the proof's end.
@@ -55,7 +56,7 @@ from traceo_finops.recording_rules.collect import (
     Matrix,
     NoStats,
     StatsClient,
-    median_seconds,
+    paired_medians,
     range_query,
     series_count,
 )
@@ -437,8 +438,9 @@ def _prove_group(plan: GroupPlan, pr: ProofRange, source: QueryRunner, private: 
             wall = False
         except NoStats:  # e.g. a Mimir query-frontend: wall time on both sides, never one of each
             wall = True
-        proof.original_seconds = median_seconds(lambda: timed(source_timer, marked, wall), settings.runs)
-        proof.rewritten_seconds = median_seconds(lambda: timed(private_timer, plan.rewritten, wall), settings.runs)
+        proof.original_seconds, proof.rewritten_seconds = paired_medians(
+            lambda: timed(source_timer, marked, wall), lambda: timed(private_timer, plan.rewritten, wall),
+            settings.runs)
     except PrometheusError as exc:
         proof.ok, proof.reason = False, f"timing the queries failed: {exc}"
         return proof

@@ -196,11 +196,14 @@ def detect_cpu_rate_source(runner: BatchRunner, res: q.Resolution, namespaces: s
 def recorded_coverage(runner: BatchRunner, recorded: str, res: q.Resolution, namespaces: str = ".+") -> str | None:
     """Why the recorded series cannot stand in for ``rate()`` over the window, or None.
 
-    At the window's first step and at its end it must hold (nearly) every container the raw counter has: a rule
-    added during the window has no history before it, a job selector that misses a cAdvisor job misses its
-    containers. Four instant queries (one sample per series)."""
-    for where, t in (("start", runner.at - res.history_seconds + res.step), ("end", runner.at)):
-        raw, held = (_count(runner, q.cpu_containers(namespaces, metric), t) for metric in (q.CPU_METRIC, recorded))
+    Near the window's start (its second step: a rule's first evaluation needs a rate window of samples, so over a
+    history that begins with the window it appears one evaluation late) and at its end it must hold (nearly) every
+    container the raw counter has: a rule added during the window has no history before it, a job selector that
+    misses a cAdvisor job misses its containers. Four instant queries, each over the last step (the rule runs at
+    least once a step, maybe less often than the 5-minute lookback of a bare selector)."""
+    for where, t in (("start", runner.at - res.history_seconds + 2 * res.step), ("end", runner.at)):
+        raw, held = (_count(runner, q.cpu_containers(namespaces, metric, res.step), t)
+                     for metric in (q.CPU_METRIC, recorded))
         if raw and held < q.MIN_RECORDED_COVERAGE * raw:
             when = datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
             return (f"at the window's {where} ({when}) it holds {held} of the {raw} containers the raw counter has"

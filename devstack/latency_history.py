@@ -1,0 +1,135 @@
+"""A day of history for the request-latency histogram the services-red dashboard's heavy panel reads, written as
+TSDB blocks with promtool into the devstack Prometheus.
+
+The exporter serves the application metrics live only, so on a devstack made minutes ago the "Latency quantile"
+panel (``histogram_quantile(…, sum by (le, route) (rate(http_request_duration_seconds_bucket{…}[…])))`` over 6 h
+and 24 h) reads a few minutes of samples, and a recording rule for it has nothing to save: the measured speedup
+was fixed overheads against fixed overheads (~2×, by the uptime of the devstack). A real dashboard's histogram has
+days of samples behind it. This module writes them: the exporter's ``http_request_duration_seconds`` family
+(``_bucket``, ``_sum``, ``_count``) exactly as Prometheus scrapes it (``job="apps"``, ``instance`` = the exporter's
+address), every 15 s (the live scrape interval, so ``$__rate_interval`` windows hold the samples they would),
+over the ``HOURS`` before the k8s history's end — the values the exporter would have served then (its values
+are functions of the time since the history start), so history and live head are one series each, without a
+seam. Nothing else changes: no new series, label set or metric; every count taken "now" is the same.
+
+Ground truth (``latency_history.json`` beside ``ground_truth.json``, written last):
+``{metric, job, instance, start, end, step_seconds, series, samples, blocks, seconds_to_write}``.
+A devstack made before this existed gets it at the next ``up`` (the blocks are loaded without a restart).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from devstack.exporter import APP_JOB, HistogramPart, app_families, labels_text
+from devstack.history import MAX_BLOCK_DURATION, _digits, _scratch_dir, _value_columns
+
+FAMILY = "http_request_duration_seconds"
+TRUTH_FILE = "latency_history.json"
+HOURS = 24  # the dashboard's longest range (devstack.replayer.DEFAULT_RANGES_S)
+STEP_SECONDS = 15  # the devstack Prometheus' scrape interval
+
+
+def _openmetrics(seed: int, history_start: int, stamps: np.ndarray, instance: str) -> tuple[bytes, int]:
+    """The family's samples at ``stamps`` (unix seconds) as OpenMetrics text, and the number of series."""
+    [family] = [f for f in app_families(seed) if f.name == FAMILY]
+    ts = np.concatenate([np.full((len(stamps), 1), ord(" "), np.uint8), _digits(stamps, 10),
+                         np.full((len(stamps), 1), ord("\n"), np.uint8)], axis=1)
+    elapsed = (stamps - history_start).astype(float)
+    chunks: list[bytes] = []
+    for s in family.series:
+        assert isinstance(s.value, HistogramPart)
+        labels = tuple(sorted({**dict(s.labels), "job": APP_JOB, "instance": instance}.items()))
+        prefix = np.frombuffer(f"{s.name}{labels_text(labels)} ".encode(), np.uint8)
+        values = _value_columns(s.value.over(elapsed))  # the live scrape's values, computed with numpy
+        rows = np.empty((len(stamps), len(prefix) + values.shape[1] + ts.shape[1]), np.uint8)
+        rows[:, :len(prefix)] = prefix
+        rows[:, len(prefix):len(prefix) + values.shape[1]] = values
+        rows[:, len(prefix) + values.shape[1]:] = ts
+        chunks.append(rows.tobytes())
+    chunks.append(b"# EOF\n")
+    return b"".join(chunks), len(family.series)
+
+
+def write_blocks(text: bytes, data_dir: Path, work_dir: Path, promtool: str) -> int:
+    """``text`` as TSDB blocks, made in ``work_dir`` and moved into ``data_dir`` only once promtool succeeded (a
+    running Prometheus loads them at its next reload). Returns the number of blocks."""
+    shutil.rmtree(work_dir, ignore_errors=True)
+    staging = work_dir / "blocks"
+    staging.mkdir(parents=True)
+    scratch = _scratch_dir(work_dir, 2 * len(text))  # RAM when it has room: ~0.5 GB of text
+    try:
+        om = scratch / "latency.om"
+        om.write_bytes(text)
+        proc = subprocess.run([promtool, "tsdb", "create-blocks-from", "openmetrics", "--quiet",
+                               f"--max-block-duration={MAX_BLOCK_DURATION}", str(om), str(staging)],
+                              capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"promtool failed on the latency history (rc={proc.returncode}): {proc.stderr[-2000:]}")
+        blocks = [b for b in staging.iterdir() if b.is_dir() and (b / "meta.json").exists()]
+        data_dir.mkdir(parents=True, exist_ok=True)
+        for block in blocks:
+            shutil.move(str(block), data_dir / block.name)
+        return len(blocks)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def ensure(root: Path, seed: int, history_start: int, history_end: int, instance: str, promtool: str,
+           url: str | None = None, timeout: float = 120.0) -> dict[str, Any]:
+    """Write the histogram's history ``(history_end - HOURS, history_end]`` into ``root/data`` and its truth
+    ``root/latency_history.json``, unless the truth is there already. With ``url`` (a running Prometheus), wait
+    until the new blocks answer queries. Returns the truth."""
+    truth_path = root / TRUTH_FILE
+    with open(root / "latency-history.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if truth_path.exists():
+            return dict(json.loads(truth_path.read_text()))
+        t0 = time.monotonic()
+        end = history_end - history_end % STEP_SECONDS
+        stamps = np.arange(end - HOURS * 3600 + STEP_SECONDS, end + 1, STEP_SECONDS, dtype=np.int64)
+        text, series = _openmetrics(seed, history_start, stamps, instance)
+        blocks = write_blocks(text, root / "data", root / "latency-history-tmp", promtool)
+        truth = {"metric": FAMILY, "job": APP_JOB, "instance": instance, "start": int(stamps[0]),
+                 "end": int(stamps[-1]), "step_seconds": STEP_SECONDS, "series": series,
+                 "samples": series * len(stamps), "blocks": blocks,
+                 "seconds_to_write": round(time.monotonic() - t0, 2)}
+        if url is not None:
+            _wait_loaded(url, truth, timeout)
+        tmp = truth_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(truth, indent=1) + "\n")
+        os.replace(tmp, truth_path)
+        return truth
+
+
+def _wait_loaded(url: str, truth: dict[str, Any], timeout: float) -> None:
+    """Until the history answers an hour after its start (Prometheus reloads blocks once a minute)."""
+    deadline = time.monotonic() + timeout
+    query = f'count({{__name__=~"{FAMILY}_.+",job="{APP_JOB}"}})'  # keeps the names: _sum and _count differ
+    at = truth["start"] + 3600
+    while True:
+        body = urllib.parse.urlencode({"query": query, "time": at}).encode()
+        try:
+            with urllib.request.urlopen(f"{url}/api/v1/query", body, timeout=30) as resp:
+                result = json.loads(resp.read())["data"]["result"]
+        except OSError:
+            result = []
+        got = int(float(result[0]["value"][1])) if result else 0
+        if got >= truth["series"]:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the latency history blocks were not loaded by {url} within {timeout:.0f}s "
+                               f"(series seen an hour after its start: {got}, expected {truth['series']})")
+        time.sleep(2)
