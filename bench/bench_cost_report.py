@@ -25,7 +25,10 @@ page's API on the same root, on local disk and on the devstack's S3.
 3. **Page API** — ``traceo_finops.ui.report_page`` + ``json.dumps`` (what ``GET /finops/api/report``
    answers), first request in a fresh process and warm, on the local root and on the same root uploaded to
    the devstack's moto_server S3 (``DEVSTACK_S3_ENDPOINT`` from ``.devstack/env.sh``; a bucket of its own,
-   removed afterwards unless ``--keep-s3``).
+   removed afterwards unless ``--keep-s3``). Side by side, the **baseline**: the first request reading every
+   commit marker (``ui.markers_by_dag``, as the page did before it read only the markers it shows); every run
+   must answer the same page (its JSON's hash), and on S3 each request's calls are counted. ``--runs 0``
+   measures only the page.
 
     .venv/bin/python bench/bench_cost_report.py [--days 365] [--scale 1] [--runs 2] [--no-s3] [--profile]
 """
@@ -33,6 +36,7 @@ page's API on the same root, on local disk and on the devstack's S3.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -476,27 +480,40 @@ def s3_options() -> dict[str, Any]:
             "scheme": scheme}
 
 
-def child_page(root: str, repeats: int, full_listing: bool = False) -> dict[str, Any]:
+def child_page(root: str, repeats: int, *flags: str) -> dict[str, Any]:
     """``report_page`` + ``json.dumps`` (the API route's work): the first request of a fresh process, then warm.
 
-    ``full_listing``: S3 folders listed whole on every request (as every ``FULL_LISTING_EVERY`` seconds), not only
-    their newest keys."""
+    Flags: ``full`` — S3 folders listed whole on every request (as every ``FULL_LISTING_EVERY`` seconds), not only
+    their newest keys; ``every-marker`` — the baseline: every commit marker read (``ui.markers_by_dag``, what the
+    page did before it read only the markers it shows). On S3 the requests of each call are counted (boto3's
+    ``before-call`` event)."""
     from traceo_finops import ui
     from traceo_finops.reports import ReportStore
 
-    if full_listing:
+    if "full" in flags:
         ui.FULL_LISTING_EVERY = -1.0
+    if "every-marker" in flags:
+        ui.page_markers = lambda store, *_a, **_k: ui.markers_by_dag(store)  # type: ignore[misc]
 
     store = ReportStore(root, s3_options=s3_options() if root.startswith("s3://") else None)
-    times, size, page = [], 0, {}
+    calls: dict[str, int] = {}
+    if store.is_s3:
+        def count(model: Any, **_: Any) -> None:
+            calls[model.name] = calls.get(model.name, 0) + 1
+
+        ui._s3(store).meta.events.register("before-call.s3", count)
+    times, size, page, requests = [], 0, {}, []
     for _ in range(repeats):
+        calls.clear()
         t0 = time.perf_counter()
         page = ui.report_page(store, END)
         size = len(json.dumps(page))
         times.append(time.perf_counter() - t0)
+        requests.append(dict(calls))
     return {"times_s": times, "json_bytes": size, "trend": len(page.get("trend") or []),
             "actions": len(page.get("actions") or []), "datasets": len(page.get("datasets") or []),
-            "totals": page.get("totals"), "status": page.get("status"),
+            "totals": page.get("totals"), "status": page.get("status"), "requests": requests,
+            "page_sha256": hashlib.sha256(json.dumps(page, sort_keys=True).encode()).hexdigest(),
             "maxrss_self_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -562,7 +579,7 @@ def main() -> None:
         cmd, *rest = sys.argv[1:]
         result = {"_build": lambda: child_build(rest[0], rest[1] == "1"),
                   "_floor": lambda: child_floor(rest[0], rest[1] == "1"),
-                  "_page": lambda: child_page(rest[0], int(rest[1]), rest[2:] == ["full"]),
+                  "_page": lambda: child_page(rest[0], int(rest[1]), *rest[2:]),
                   "_generate": lambda: generate(Path(rest[0]), int(rest[1]), int(rest[2]))}[cmd]()
         print(json.dumps(result, default=str))
         return
@@ -632,14 +649,25 @@ def measure_page(root: str) -> dict[str, Any]:
         if root.startswith("s3://"):
             runs.append(("disk cache, S3 folders listed whole each request", ("full",)))
         for label, extra in runs:
-            r = in_child("_page", root, "5", *extra, env=env)
-            out[label] = r
-            ms = [round(t * 1000) for t in r["times_s"]]
-            print(f"page API {root} [{label}]: first {ms[0]} ms, warm {min(ms[1:])}-{max(ms[1:])} ms; trend "
-                  f"{r['trend']} points, {r['actions']} actions, {r['datasets']} datasets, JSON "
-                  f"{r['json_bytes'] / 1e3:.0f} kB; peak RSS {r['peak_rss_mib']:.0f} MiB; load "
-                  f"{os.getloadavg()[0]:.2f}", flush=True)
+            out[label] = _page_run(root, label, extra, env)
+    with tempfile.TemporaryDirectory(prefix="finops-ui-cache-") as cache:  # the baseline, side by side
+        out["baseline"] = _page_run(root, "baseline: no cache, every marker read (before)", ("every-marker",),
+                                    {"FINOPS_UI_CACHE_DIR": cache})
+    same = len({r["page_sha256"] for r in out.values()}) == 1
+    print(f"page API {root}: every run above answers the same page: {same}", flush=True)
     return out
+
+
+def _page_run(root: str, label: str, flags: tuple[str, ...], env: dict[str, str]) -> dict[str, Any]:
+    load = os.getloadavg()[0]
+    r = in_child("_page", root, "5", *flags, env=env)
+    ms = [round(t * 1000) for t in r["times_s"]]
+    first = ", ".join(f"{k} {v}" for k, v in sorted(r["requests"][0].items())) if r["requests"][0] else ""
+    print(f"page API {root} [{label}]: first {ms[0]} ms, warm {min(ms[1:])}-{max(ms[1:])} ms; trend "
+          f"{r['trend']} points, {r['actions']} actions, {r['datasets']} datasets, JSON "
+          f"{r['json_bytes'] / 1e3:.0f} kB; peak RSS {r['peak_rss_mib']:.0f} MiB; load {load:.2f} → "
+          f"{os.getloadavg()[0]:.2f}" + (f"; first request's S3 calls: {first}" if first else ""), flush=True)
+    return r
 
 
 if __name__ == "__main__":

@@ -206,3 +206,54 @@ def test_html_shows_the_figures_with_relative_links_only(lake: tuple[Path, Repor
     assert 'href="artifact?uri=' in text and 'href="api/report"' in text
     assert 'href="/' not in text and "src=" not in text and "http://" not in text.replace(
         'xmlns="http://www.w3.org/2000/svg"', "")
+
+
+@pytest.mark.unit
+def test_the_page_reads_only_the_markers_it_shows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Older commit markers are listed, not read — and the page is the one every marker gives.
+
+    Counted through a wrapper of the store's ``read_file`` (what the page reads a local file with); the lake: three
+    daily cardinality reports, two cost reports, and an s3_tiering report whose newer date was refused (its marker
+    names only the ``quality_checks`` record, so the older date's marker must be read for the partition shown)."""
+    monkeypatch.setenv(ui.CACHE_DIR_ENV, "off")
+    store = build_lake(tmp_path)
+    for day in (date(2026, 11, 26), date(2026, 11, 27)):  # older than the lake's 2026-11-28 report
+        publish(_ctx(store, "finops_cardinality", day, f"card-{day}"), Report(datasets=[
+            (SERIES, [{"source": "prom-a", "tenant": "", "metric": "m1", "series": 1}])]), [TargetResult(PROM)])
+    with pytest.raises(DataQualityError):
+        publish(_ctx(store, "finops_s3_tiering", date(2026, 11, 21), "s3-3-bad"),
+                Report(datasets=[(BLOCKS, [{"bucket": "blocks-eu", "bytes": -2}])]), [TargetResult(BUCKET)])
+    read: list[str] = []
+    real_read = store.read_file
+
+    def counting_read(path: str) -> bytes | None:
+        read.append(path)
+        return real_read(path)
+
+    monkeypatch.setattr(store, "read_file", counting_read)
+
+    def fresh_page(trend_days: int) -> dict[str, Any]:
+        ui._marker_cache.clear()
+        ui._trend_cache.clear()
+        read.clear()
+        return ui.report_page(store, TODAY, trend_days=trend_days)
+
+    def markers_read() -> list[str]:
+        return sorted(str(Path(p).relative_to(tmp_path / "_commits")) for p in read if "/_commits/" in p)
+
+    page = fresh_page(trend_days=1)
+    assert markers_read() == ["finops_cardinality/report_date=2026-11-28.json",
+                              "finops_cost_report/report_date=2026-12-06.json",
+                              "finops_s3_tiering/report_date=2026-11-20.json",
+                              "finops_s3_tiering/report_date=2026-11-21.json"]
+    assert [p["report_date"] for p in page["trend"]] == ["2026-12-06"]
+    with_trend = fresh_page(trend_days=ui.TREND_DAYS)
+    assert "finops_cost_report/report_date=2026-11-29.json" in markers_read()
+    assert "finops_cardinality/report_date=2026-11-27.json" not in markers_read()
+    # The same page as from every marker: the refused date shows the older committed partition, failed.
+    monkeypatch.setattr(ui, "page_markers", lambda s, *_a, **_k: ui.markers_by_dag(s))
+    every = fresh_page(trend_days=ui.TREND_DAYS)
+    assert len(markers_read()) == 7
+    assert with_trend == every
+    tiering = {d["dataset"]: d for d in every["datasets"] if d["dag_id"] == "finops_s3_tiering"}["s3_tiering"]
+    assert (tiering["report_date"], tiering["quality"]) == ("2026-11-20", "failed")

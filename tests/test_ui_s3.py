@@ -165,3 +165,56 @@ def test_the_page_reads_an_s3_root_like_a_local_one(tmp_path: Path, s3_store: Re
     assert [p["report_date"] for p in page["trend"]] == [*(d.isoformat() for d in COST_DAYS), later.isoformat()]
     _new_process()
     assert _shown(ui.report_page(s3_store, TODAY)) == _shown(page)
+
+
+def test_on_s3_the_page_reads_only_the_markers_it_shows(s3_store: ReportStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A root the page never read: older commit markers are listed, not read (GETs counted through boto3's
+    ``before-parameter-build`` event of the page's S3 client), and the page equals the one every marker gives.
+
+    Besides the lake: ``finops_upstream`` reports on two more recent dates (only its newest marker is read), and
+    ``finops_tiering`` committed three weeks ago and was refused on a recent date (its marker names only the
+    ``quality_checks`` record): its folder, listed only from recent dates at first, is listed whole to find the
+    older marker the partition shown comes from."""
+    import pyarrow as pa
+
+    from traceo_finops.cost_report.dataset import STORAGE
+    from traceo_finops.quality import DataQualityError, between
+    from traceo_finops.reports import RUN_ID_COLUMN, Dataset
+
+    monkeypatch.setenv(ui.CACHE_DIR_ENV, "off")
+    build_lake(s3_store)
+    storage = s3_store.read_partition(STORAGE.name, date(2026, 11, 28)).drop_columns([RUN_ID_COLUMN]).to_pylist()
+    for day in (date(2026, 12, 2), date(2026, 12, 3)):
+        publish(_ctx(s3_store, "finops_upstream", day, f"up-{day}"), Report(datasets=[(STORAGE, storage)]),
+                [TargetResult(PROM)])
+    blocks = Dataset("s3_tiering", 1, pa.schema([pa.field("bucket", pa.string(), nullable=False),
+                                                 pa.field("bytes", pa.int64(), nullable=False)]),
+                     expectations=(between("bytes", 0),))
+    publish(_ctx(s3_store, "finops_tiering", date(2026, 11, 16), "t-1"),
+            Report(datasets=[(blocks, [{"bucket": "b", "bytes": 1}])]), [TargetResult(PROM)])
+    with pytest.raises(DataQualityError):
+        publish(_ctx(s3_store, "finops_tiering", date(2026, 12, 5), "t-2-bad"),
+                Report(datasets=[(blocks, [{"bucket": "b", "bytes": -1}])]), [TargetResult(PROM)])
+
+    got: list[str] = []
+    ui._s3(s3_store).meta.events.register("before-parameter-build.s3.GetObject",
+                                          lambda params, **_: got.append(str(params["Key"])))
+
+    def cold_page() -> dict[str, Any]:
+        _new_process()
+        ui._listings.clear()
+        got.clear()
+        return ui.report_page(s3_store, TODAY)
+
+    page = cold_page()
+    markers = sorted(k.split("/_commits/", 1)[1] for k in got if "/_commits/" in k)
+    assert markers == ["finops_cost_report/report_date=2026-11-29.json",
+                       "finops_cost_report/report_date=2026-12-06.json",
+                       "finops_tiering/report_date=2026-11-16.json", "finops_tiering/report_date=2026-12-05.json",
+                       "finops_upstream/report_date=2026-12-03.json"]
+    tiering = [d for d in page["datasets"] if d["dataset"] == "s3_tiering"]
+    assert [(d["report_date"], d["quality"]) for d in tiering] == [("2026-11-16", "failed")]
+    monkeypatch.setattr(ui, "page_markers", lambda s, *_a, **_k: ui.markers_by_dag(s))
+    every = cold_page()
+    assert len([k for k in got if "/_commits/" in k]) == 7
+    assert _shown(page) == _shown(every)

@@ -8,7 +8,9 @@ status, and the failed targets of each workflow's last run. :func:`render_html` 
 Only committed data is read: a partition counts when its ``run_id`` is the one its DAG's commit
 marker names (the rule of :func:`traceo_finops.kit.publish.read_committed`, applied here to markers
 already in hand, so a year of partitions costs one listing of ``_commits/`` and not one per read).
-Markers and trend points are cached by file path, size and mtime: a warm page reads only what changed.
+Of the markers listed, the page reads only those it shows (:func:`page_markers`: each DAG's newest, the
+cost reports of the trend, older ones only to find a dataset's newest committed partition), not a year of
+every DAG's. Markers and trend points are cached by file path, size and mtime: a warm page reads only what changed.
 On S3 every round trip counts, so the reads that remain are concurrent: ``_commits/`` is listed one DAG
 folder per request at once, and markers, partitions and trend files are fetched by a small thread pool,
 each file in one whole-object GET (they are small) parsed from memory. Both caches are also kept on local
@@ -164,6 +166,26 @@ def _s3_subfolders(store: ReportStore, folder: str) -> list[str]:
     return [f"{bucket}/{p['Prefix'].rstrip('/')}" for page in pages for p in page.get("CommonPrefixes", [])]
 
 
+def _s3_list_whole(store: ReportStore, folder: str, by_subfolder: bool) -> dict[str, _Key]:
+    """:func:`_s3_list` of ``folder``; with ``by_subfolder`` each subfolder at once (S3 lists 1,000 keys a request,
+    one page after the other: a year of six DAGs' markers is three pages in a row, or one page per DAG at once)."""
+    if not by_subfolder:
+        return _s3_list(store, folder)
+    bucket, _, prefix = folder.partition("/")
+    files: dict[str, _Key] = {}
+    subfolders: list[str] = []
+    for page in _s3(store).get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix.rstrip("/") + "/",
+                                                                     Delimiter="/"):
+        subfolders += [f"{bucket}/{p['Prefix'].rstrip('/')}" for p in page.get("CommonPrefixes", [])]
+        for obj in page.get("Contents", []):
+            path = f"{bucket}/{obj['Key']}"
+            if not path.endswith("/"):
+                files[path] = (path, int(obj["Size"]), str(obj["ETag"]))
+    for found in _concurrently(lambda sub: _s3_list(store, sub), subfolders):
+        files.update(found)
+    return files
+
+
 def _listing(store: ReportStore, folder: str, by_subfolder: bool) -> dict[str, _Key]:
     """path -> key of every file under ``folder``.
 
@@ -178,7 +200,7 @@ def _listing(store: ReportStore, folder: str, by_subfolder: bool) -> dict[str, _
     with _lock:
         state = _listings.get(uri)
     if state is None or not state[1] or not 0 <= now - state[0] <= FULL_LISTING_EVERY:
-        files = _s3_list(store, folder)
+        files = _s3_list_whole(store, folder, by_subfolder)
         with _lock:
             _listings[uri] = (now, files)
             _dirty.add(store.uri)
@@ -285,8 +307,7 @@ def _parse_marker(raw: bytes | None) -> JsonObject | None:
 def _list_markers(store: ReportStore) -> list[_Key]:
     """Every ``_commits/<dag_id>/report_date=D.json`` (on S3 mostly from the listing cache, see :func:`_listing`)."""
     found = _listing(store, store.path(COMMITS_DIR), by_subfolder=True)
-    return [k for p, k in sorted(found.items())
-            if posixpath.basename(p).startswith("report_date=") and p.endswith(".json")]
+    return [k for p, k in sorted(found.items()) if _is_marker(p)]
 
 
 def markers_by_dag(store: ReportStore) -> dict[str, list[JsonObject]]:
@@ -316,6 +337,135 @@ def markers_by_dag(store: ReportStore) -> dict[str, list[JsonObject]]:
     for markers in out.values():
         markers.sort(key=lambda m: str(m["report_date"]))
     return out
+
+
+def _dataset_folders(store: ReportStore) -> set[str]:
+    """The names of the dataset folders at the top of the root (one LIST with a delimiter on S3)."""
+    if store.is_s3:
+        bucket, _, prefix = store.base.partition("/")
+        pages = _s3(store).get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=prefix.rstrip("/") + "/" if prefix else "", Delimiter="/")
+        names = {posixpath.basename(p["Prefix"].rstrip("/")) for page in pages for p in page.get("CommonPrefixes", [])}
+    else:
+        infos = store.fs.get_file_info(pafs.FileSelector(store.base, allow_not_found=True))
+        names = {posixpath.basename(i.path) for i in infos if i.type == pafs.FileType.Directory}
+    return {n for n in names if n and not n.startswith("_") and n not in KIT_DATASETS}
+
+
+def _is_marker(path: str) -> bool:
+    return posixpath.basename(path).startswith("report_date=") and path.endswith(".json")
+
+
+def _recent_marker_keys(store: ReportStore, since: date) -> tuple[list[_Key], set[str]] | None:
+    """On S3, before ``_commits/`` was ever listed whole: each DAG's markers from ``since`` on (S3's ``StartAfter``;
+    the cost report's whole, for the trend), its folder at once; and the DAGs listed so only. A DAG with no marker
+    since then is listed whole. None on local disk or once listed whole (then :func:`_listing` is as cheap)."""
+    if not store.is_s3:
+        return None
+    folder = store.path(COMMITS_DIR)
+    with _lock:
+        if store.uri_of(folder) in _listings:
+            return None
+
+    def one(sub: str) -> tuple[str, dict[str, _Key], bool]:
+        dag = posixpath.basename(sub)
+        if dag != COST_DAG:
+            found = _s3_list(store, sub, posixpath.join(sub, f"report_date={since.isoformat()}"))
+            if any(_is_marker(p) for p in found):
+                return dag, found, True
+        return dag, _s3_list(store, sub), False
+
+    listed = _concurrently(one, _s3_subfolders(store, folder))
+    keys = [k for _, found, _ in listed for p, k in found.items() if _is_marker(p)]
+    return sorted(keys), {dag for dag, _, partial in listed if partial}
+
+
+def page_markers(store: ReportStore, trend_days: int = TREND_DAYS,
+                 today: date | None = None) -> dict[str, list[JsonObject]]:
+    """The commit markers the page shows, in :func:`markers_by_dag`'s shape, without reading the other markers.
+
+    ``_commits/`` is listed (on S3 one LIST per 1,000 keys, each DAG's folder at once) and, newest first, only
+    these are read: each DAG's newest marker (its ``quality_checks`` and ``run_targets``, its datasets), the
+    cost report's newest ``trend_days`` with ``cost_summary`` (the trend), and older markers only while a dataset
+    folder under the root is named by no marker read yet (a date whose set was refused keeps showing the older
+    committed partition). So each DAG's list is its newest markers, without a gap, and the page built from it
+    equals the page built from every marker — as long as a dataset is committed by one DAG. A marker whose
+    ``dag_id`` or ``report_date`` is not the one its file name says falls back to reading every marker.
+
+    On an S3 root not listed yet, the other DAGs' folders are listed only from ``today`` - :data:`STALE_AFTER` on
+    (:func:`_recent_marker_keys`), and one whole only if older markers of it are needed.
+    """
+    _load_disk_cache(store)
+    since = (today or datetime.now(UTC).date()) - STALE_AFTER
+    with ThreadPoolExecutor(1, thread_name_prefix="finops-ui-list") as pool:
+        folders_future = pool.submit(_dataset_folders, store)
+        recent = _recent_marker_keys(store, since)
+        keys, partial = recent if recent is not None else (_list_markers(store), set[str]())
+        folders = folders_future.result()
+    by_dag: dict[str, list[_Key]] = {}
+    for key in keys:  # sorted by path: each DAG's keys oldest report date first
+        by_dag.setdefault(posixpath.basename(posixpath.dirname(key[0])), []).append(key)
+    read: dict[str, int] = {dag: 0 for dag in by_dag}  # how many of each DAG's newest keys are read
+    want = {dag: max(1, trend_days) if dag == COST_DAG else 1 for dag in by_dag}
+    known: dict[_Key, JsonObject | None] = {}
+    while True:
+        for dag in [d for d in partial if read[d] + want[d] > len(by_dag[d])]:  # older keys needed: list it whole
+            partial.discard(dag)
+            sub = store.path(COMMITS_DIR, dag)
+            by_dag[dag] = sorted(k for p, k in _s3_list(store, sub).items() if _is_marker(p))
+        todo = [k for dag, dag_keys in by_dag.items()
+                for k in dag_keys[max(0, len(dag_keys) - read[dag] - want[dag]):len(dag_keys) - read[dag]]]
+        for dag in by_dag:
+            read[dag] = min(len(by_dag[dag]), read[dag] + want[dag])
+        known.update(_read_markers(store, todo, None if partial else [k for ks in by_dag.values() for k in ks]))
+        out: dict[str, list[JsonObject]] = {}
+        for dag, dag_keys in by_dag.items():
+            for key in dag_keys[len(dag_keys) - read[dag]:]:
+                # Not in ``known``: committed between the partial and the whole listing — as if listed before it.
+                marker = known.get(key)
+                if not marker or not marker.get("dag_id") or not marker.get("report_date"):
+                    continue  # unreadable: skipped, as markers_by_dag does
+                if (str(marker["dag_id"]) != dag
+                        or f"report_date={marker['report_date']}.json" != posixpath.basename(key[0])):
+                    log.info("commit marker %s names another DAG or date: reading every marker", key[0])
+                    return markers_by_dag(store)
+                out.setdefault(dag, []).append(marker)
+        names = {dag: {n for m in ms for n in (m.get("datasets") or {})} for dag, ms in out.items()}
+        older = [dag for dag in by_dag if read[dag] < len(by_dag[dag]) or dag in partial]
+        if folders - {n for dag_names in names.values() for n in dag_names}:
+            # A dataset whose newest committed partition is named by an older marker: first in the DAGs whose
+            # markers read so far name no dataset of their own (a refused or failed run's record only), then in
+            # all; twice as many markers each round.
+            records_only = [dag for dag in older if not names.get(dag, set()) - set(KIT_DATASETS)]
+            want = {dag: max(1, read[dag]) if dag in (records_only or older) else 0 for dag in by_dag}
+        else:
+            cost = sum(1 for m in out.get(COST_DAG, []) if "cost_summary" in (m.get("datasets") or {}))
+            want = {dag: 0 if dag not in older else
+                    trend_days - cost if dag == COST_DAG and cost < trend_days else
+                    1 if dag not in out else 0 for dag in by_dag}
+        if not any(want.values()):
+            return out
+
+
+def _read_markers(store: ReportStore, keys: Sequence[_Key],
+                  listed: Sequence[_Key] | None) -> dict[_Key, JsonObject | None]:
+    """key -> its marker (None when unreadable): from the cache while the file is unchanged, else read (concurrently).
+
+    ``listed``: every marker as listed now (cache entries of files no longer listed so are dropped), if known."""
+    with _lock:
+        known = {k: _marker_cache.get(k) for k in keys}
+    todo = [k for k in keys if known[k] is None]
+    fetched = _concurrently(lambda k: _read_bytes(store, k[0]), todo)
+    with _lock:
+        for key, raw in zip(todo, fetched, strict=True):
+            marker = _parse_marker(raw)
+            if marker is not None:
+                known[key] = _marker_cache[key] = marker
+        if todo:
+            if listed is not None:
+                _forget(_marker_cache, store.path(COMMITS_DIR) + "/", set(listed))
+            _dirty.add(store.uri)
+    return known
 
 
 def _read_parquet(store: ReportStore, path: str, columns: Sequence[str] | None = None) -> pa.Table | None:
@@ -533,7 +683,7 @@ def report_page(store: ReportStore, today: date | None = None, *, trend_days: in
 
 
 def _report_page(store: ReportStore, today: date, trend_days: int, stale_after: timedelta) -> JsonObject:
-    markers = markers_by_dag(store)
+    markers = page_markers(store, trend_days, today)
     cost = [m for m in markers.get(COST_DAG, []) if "cost_summary" in (m.get("datasets") or {})]
     newest = [(cost[-1], name) for name in ("cost_summary", "actions") if cost and name in cost[-1]["datasets"]]
     # Every partition this page shows, read at once: each DAG's newest records and the newest cost report.
