@@ -13,7 +13,7 @@ export AIRFLOW__CORE__UNIT_TEST_MODE := False
 export PYTHONPATH := $(CURDIR)/include:$(CURDIR)
 STAMP := $(VENV)/.installed
 
-.PHONY: help install prometheus chromium devstack-up devstack-down devstack-status airflow-db demo test test-unit lint bench clean
+.PHONY: help install prometheus chromium postgres-redis devstack-up devstack-down devstack-status stack-up stack-down stack-status airflow-db demo test test-unit lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -34,6 +34,9 @@ prometheus:  ## install Debian's prometheus package when missing
 chromium:  ## install Debian's chromium when missing (the FinOps page's browser test)
 	@bash devstack/ensure-chromium.sh
 
+postgres-redis:  ## install Debian's postgresql and redis-server when missing (the production-like stack)
+	@bash devstack/ensure-postgres-redis.sh
+
 devstack-up: install prometheus  ## start Prometheus, moto S3 and the Slack sink on 127.0.0.1
 	$(PY) -m devstack up
 
@@ -42,6 +45,16 @@ devstack-down:  ## stop the local stack
 
 devstack-status:  ## say which devstack services run, and where
 	$(PY) -m devstack status
+
+stack-up: install postgres-redis  ## Airflow as production runs it: PostgreSQL, Redis, scheduler, 2 Celery workers (.stack/)
+	@# the devstack's connections and demo config when it runs (make devstack-up), as compose takes them from .env
+	@set -a; if [ -f .devstack/env.sh ]; then source .devstack/env.sh; fi; set +a; $(PY) -m devstack.airflow_stack up
+
+stack-down:  ## stop the production-like stack
+	@test -x "$(PY)" && $(PY) -m devstack.airflow_stack down || true
+
+stack-status:  ## say which parts of the production-like stack run
+	$(PY) -m devstack.airflow_stack status
 
 airflow-db: install  ## initialise the project-local SQLite Airflow home (.airflow/)
 	@mkdir -p $(AIRFLOW_HOME)
@@ -63,7 +76,7 @@ lint: install  ## ruff on everything, mypy --strict on the library (include/trac
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-test: install prometheus chromium lint  ## the whole suite: unit, integration (starts the devstack) and DAG tests
+test: install prometheus chromium postgres-redis lint  ## the whole suite: unit, integration (starts the devstack) and DAG tests
 	$(PY) -m pytest
 
 test-unit: install  ## the unit tests only (no services)
@@ -72,5 +85,5 @@ test-unit: install  ## the unit tests only (no services)
 bench: devstack-up  ## benchmarks (long); results go to docs/benchmarks.md by hand
 	@ls bench/*.py >/dev/null 2>&1 && for b in bench/bench_*.py; do $(PY) $$b || exit 1; done || echo "no benchmarks yet"
 
-clean: devstack-down  ## stop the stack, remove .airflow, .devstack and reports
-	rm -rf .airflow .devstack reports
+clean: devstack-down stack-down  ## stop the stacks, remove .airflow, .devstack, .stack and reports
+	rm -rf .airflow .devstack .stack reports

@@ -1,4 +1,4 @@
-"""Command line of the library: ``python -m traceo_finops summary``."""
+"""Command line of the library: ``python -m traceo_finops summary`` and ``python -m traceo_finops pools``."""
 
 from __future__ import annotations
 
@@ -72,13 +72,40 @@ def _highlights(name: str, table: pa.Table) -> list[str]:
     return ["; ".join(parts)] if parts else []
 
 
+def pools(output: str | None, max_queries: int, s3_slots: int) -> int:
+    """Print (or write to ``output``) the pools of the configuration, for ``airflow pools import FILE``."""
+    import json
+
+    from traceo_finops.config import load_config
+    from traceo_finops.pools import pool_specs
+
+    text = json.dumps(pool_specs(load_config(), max_queries, s3_slots), indent=1) + "\n"
+    if output:
+        with open(output, "w") as fh:
+            fh.write(text)
+    else:
+        print(text, end="")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    from traceo_finops.pools import DEFAULT_MAX_QUERIES, DEFAULT_S3_SLOTS
+
     parser = argparse.ArgumentParser(prog="python -m traceo_finops", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("summary", help="summarise the Parquet reports under report_root")
+    p = sub.add_parser("pools", help="the Airflow pools of the configuration (one per source, one for S3) as "
+                                     "JSON for `airflow pools import` (docs/production.md)")
+    p.add_argument("--output", help="write the JSON here instead of printing it")
+    p.add_argument("--max-queries", type=int, default=DEFAULT_MAX_QUERIES,
+                   help=f"concurrent queries one Prometheus/Mimir server may get (default {DEFAULT_MAX_QUERIES})")
+    p.add_argument("--s3-slots", type=int, default=DEFAULT_S3_SLOTS,
+                   help=f"S3 tasks at once (default {DEFAULT_S3_SLOTS})")
     args = parser.parse_args(argv)
     if args.command == "summary":
         return summary()
+    if args.command == "pools":
+        return pools(args.output, args.max_queries, args.s3_slots)
     return 2
 
 

@@ -58,8 +58,9 @@ class ConnectionMissing(LookupError):
 
 
 # -- the DAG header ----------------------------------------------------------------------------------------
-DEFAULT_ARGS: dict[str, str | int | timedelta] = {"owner": "traceo-finops", "retries": 2,
-                                                  "retry_delay": timedelta(minutes=2)}
+# The delay between retries is Airflow's own [core] default_task_retry_delay (300 s unless the deployment
+# sets it), so an operator tunes it in one place for every DAG.
+DEFAULT_ARGS: dict[str, str | int | timedelta] = {"owner": "traceo-finops", "retries": 2}
 
 
 class DagArgs(TypedDict):
