@@ -10,7 +10,9 @@ page's API on the same root, on local disk and on the devstack's S3.
    (+ ``recording_rules_inputs``), ``finops_slo`` (``slo_budget``, read by the page only), and the cost
    report's own 364 earlier days (``storage``, ``cost_summary``, ``actions``, ``cost_anomalies``,
    ``cost_inputs``, computed from that day's upstream rows with the report's own ``cost_summary`` and
-   ``actions``). The Great Expectations step of the history is skipped (it does not change what is read).
+   ``actions``; ``cost_trend`` as the build makes it: the previous day's trend + that day's totals, through
+   ``cost_report.trend.trend_rows``). The Great Expectations step of the history is skipped (it does not change
+   what is read).
    Rows per partition are the other benchmarks' outputs (x ``--scale``): one Prometheus with the 1M-series
    source's 244 metrics plus the S3 inventory bench's 40 Mimir tenants with as many (10,004 ``cardinality``
    rows), 3,609 ``rightsizing`` rows (the 10,000-container run), 1,440 ``s3_tiering`` rows (40 tenants x 3
@@ -26,9 +28,10 @@ page's API on the same root, on local disk and on the devstack's S3.
    answers), first request in a fresh process and warm, on the local root and on the same root uploaded to
    the devstack's moto_server S3 (``DEVSTACK_S3_ENDPOINT`` from ``.devstack/env.sh``; a bucket of its own,
    removed afterwards unless ``--keep-s3``). Side by side, the **baseline**: the first request reading every
-   commit marker (``ui.markers_by_dag``, as the page did before it read only the markers it shows); every run
-   must answer the same page (its JSON's hash), and on S3 each request's calls are counted. ``--runs 0``
-   measures only the page.
+   commit marker (``ui.markers_by_dag``, as the page did before it read only the markers it shows), and the
+   trend drawn from each day's ``cost_summary`` (as before ``cost_trend``: one partition and one marker per day);
+   every run must answer the same page (its JSON's hash; the trend's points to the cent), and on S3 each request's
+   calls are counted. ``--runs 0`` measures only the page.
 
     .venv/bin/python bench/bench_cost_report.py [--days 365] [--scale 1] [--runs 2] [--no-s3] [--profile]
 """
@@ -57,7 +60,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "include"), str(ROOT)]
 
 END = date(2026, 12, 6)  # the report date that is built (a Sunday: the weekly run's report date)
-GEN_VERSION = 3  # bump when the generated lake changes shape
+GEN_VERSION = 4  # bump when the generated lake changes shape
 TENANTS = [f"tenant-{i:02d}" for i in range(40)]
 PLACES = [("prom", "")] + [("mimir", t) for t in TENANTS]
 METRICS = 244
@@ -218,7 +221,14 @@ def datasets() -> dict[str, Any]:
     """dataset name -> the producers' own Dataset objects (schemas, versions)."""
     from traceo_finops.cardinality.config_audit import CONFIG_FINDINGS
     from traceo_finops.cardinality.dataset import CARDINALITY, SHOWBACK
-    from traceo_finops.cost_report.dataset import ACTIONS, COST_ANOMALIES, COST_INPUTS, COST_SUMMARY, STORAGE
+    from traceo_finops.cost_report.dataset import (
+        ACTIONS,
+        COST_ANOMALIES,
+        COST_INPUTS,
+        COST_SUMMARY,
+        COST_TREND,
+        STORAGE,
+    )
     from traceo_finops.recording_rules.dataset import RECORDING_RULES, RECORDING_RULES_INPUTS
     from traceo_finops.rightsizing.dataset import RIGHTSIZING
     from traceo_finops.s3tiering.dataset import s3_tiering_dataset
@@ -226,7 +236,7 @@ def datasets() -> dict[str, Any]:
 
     return {d.name: d for d in (CARDINALITY, SHOWBACK, CONFIG_FINDINGS, RIGHTSIZING, RECORDING_RULES,
                                 RECORDING_RULES_INPUTS, s3_tiering_dataset(AGE_BANDS), SLO_BUDGET, STORAGE,
-                                COST_SUMMARY, ACTIONS, COST_ANOMALIES, COST_INPUTS)}
+                                COST_SUMMARY, ACTIONS, COST_ANOMALIES, COST_INPUTS, COST_TREND)}
 
 
 DAGS = {
@@ -324,6 +334,7 @@ def generate(root: Path, days: int, scale: int) -> dict[str, Any]:
     from traceo_finops.cost_report.dataset import INPUT_USED
     from traceo_finops.cost_report.model import cost_summary
     from traceo_finops.cost_report.recommend import Provenance, actions
+    from traceo_finops.cost_report.trend import day_totals, trend_rows
     from traceo_finops.kit.outcome import TargetResult
     from traceo_finops.reports import ReportStore
 
@@ -349,6 +360,8 @@ def generate(root: Path, days: int, scale: int) -> dict[str, Any]:
     }
     t0 = time.perf_counter()
     counts: dict[str, int] = {}
+    trend: list[dict[str, Any]] = []  # the newest committed cost_trend's rows (what the build reads back)
+    trend_runs: dict[date, str] = {}  # report date -> committed cost_summary run
     for n in range(days):
         day = END - timedelta(days=days - 1 - n)
         f = factor(n)
@@ -382,17 +395,25 @@ def generate(root: Path, days: int, scale: int) -> dict[str, Any]:
         for name, col in wow.items():
             summary = summary.append_column(name, col)
         start, end = _window(day)
+        run_id = f"finops_cost_report-{day}"
+        trend = trend_rows(day, day_totals(day, summary.select(["category", "current_monthly_usd",
+                                                                  "projected_monthly_usd", "saving_monthly_usd"])
+                                           .to_pylist(), run_id),
+                           trend, trend_runs, lambda _d: None)
+        trend_runs[day] = run_id
         inputs = [{"dataset": name, "status": INPUT_USED, "report_date": day, "schema_version": ds[name].version,
                    "rows": counts.get(name, 0), "uri": store.dataset_uri(name), "reason": "",
                    "window_start": start, "window_end": end}
                   for name in ("cardinality", "config_findings", "recording_rules", "rightsizing", "s3_tiering",
                                "showback", "storage")]
-        commit(store, "finops_cost_report", day, f"finops_cost_report-{day}", [
+        commit(store, "finops_cost_report", day, run_id, [
             (ds["storage"], day_table(*tables["storage"], f, day, True)),
             (ds["cost_summary"], summary),
             (ds["actions"], day_table(*tables["actions"], f, day, True)),
             (ds["cost_anomalies"], []),
-            (ds["cost_inputs"], inputs)], f"{len(PLACES)} of {len(PLACES)} sources")
+            (ds["cost_inputs"], inputs),
+            (ds["cost_trend"], [{**r, "window_start": start, "window_end": end} for r in trend])],
+            f"{len(PLACES)} of {len(PLACES)} sources")
         if n % 30 == 0:
             print(f"  generated {n + 1}/{days} days ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
     files = [p for p in root.rglob("*") if p.is_file()]
@@ -494,6 +515,8 @@ def child_page(root: str, repeats: int, *flags: str) -> dict[str, Any]:
         ui.FULL_LISTING_EVERY = -1.0
     if "every-marker" in flags:
         ui.page_markers = lambda store, *_a, **_k: ui.markers_by_dag(store)  # type: ignore[misc]
+    if "old-trend" in flags:  # the page before cost_trend: the trend from each day's cost_summary
+        ui.COST_TREND = "(cost_trend not read)"
 
     store = ReportStore(root, s3_options=s3_options() if root.startswith("s3://") else None)
     calls: dict[str, int] = {}
@@ -513,7 +536,8 @@ def child_page(root: str, repeats: int, *flags: str) -> dict[str, Any]:
     return {"times_s": times, "json_bytes": size, "trend": len(page.get("trend") or []),
             "actions": len(page.get("actions") or []), "datasets": len(page.get("datasets") or []),
             "totals": page.get("totals"), "status": page.get("status"), "requests": requests,
-            "page_sha256": hashlib.sha256(json.dumps(page, sort_keys=True).encode()).hexdigest(),
+            "page_sha256": hashlib.sha256(json.dumps({**page, "trend": None}, sort_keys=True).encode()).hexdigest(),
+            "trend_points": page.get("trend") or [],
             "maxrss_self_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -650,11 +674,19 @@ def measure_page(root: str) -> dict[str, Any]:
             runs.append(("disk cache, S3 folders listed whole each request", ("full",)))
         for label, extra in runs:
             out[label] = _page_run(root, label, extra, env)
-    with tempfile.TemporaryDirectory(prefix="finops-ui-cache-") as cache:  # the baseline, side by side
-        out["baseline"] = _page_run(root, "baseline: no cache, every marker read (before)", ("every-marker",),
-                                    {"FINOPS_UI_CACHE_DIR": cache})
+    with tempfile.TemporaryDirectory(prefix="finops-ui-cache-") as cache:  # the baselines, side by side
+        out["baseline: trend"] = _page_run(root, "baseline: no cache, trend from each day's cost_summary (before "
+                                           "cost_trend)", ("old-trend",), {"FINOPS_UI_CACHE_DIR": cache})
+    with tempfile.TemporaryDirectory(prefix="finops-ui-cache-") as cache:
+        out["baseline"] = _page_run(root, "baseline: no cache, every marker read, trend from each cost_summary",
+                                    ("every-marker", "old-trend"), {"FINOPS_UI_CACHE_DIR": cache})
     same = len({r["page_sha256"] for r in out.values()}) == 1
-    print(f"page API {root}: every run above answers the same page: {same}", flush=True)
+    ref = out["no cache"]["trend_points"]
+    trend_same = all([p["report_date"] for p in r["trend_points"]] == [p["report_date"] for p in ref] and all(
+        abs(p[k] - q[k]) <= 0.011 for p, q in zip(r["trend_points"], ref, strict=True)
+        for k in ("current", "projected", "saving")) for r in out.values())
+    print(f"page API {root}: every run above answers the same page: {same}; the same trend to the cent: "
+          f"{trend_same}", flush=True)
     return out
 
 

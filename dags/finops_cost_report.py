@@ -11,9 +11,10 @@ moment it was triggered. It reads whatever the other finops DAGs committed, any 
    retention, ingestion rate, the disk its retention needs (Mimir tenants: Mimir's own metrics);
 3. **write_report** — reads every upstream dataset's committed partition (any subset), builds
    `storage`, `cost_summary` (now, after the proposed actions, saving, week-over-week), `actions`
-   (ranked), `cost_anomalies` (robust z-score and IsolationForest) and `cost_inputs`, checks each
-   with Great Expectations and publishes them as one set, with a cost chart (PNG) and the ranked actions
-   (CSV) beside it (a failed check publishes nothing, keeps the previous report and alerts Slack);
+   (ranked), `cost_anomalies` (robust z-score and IsolationForest), `cost_inputs` and `cost_trend`
+   (the page's chart), checks each with Great Expectations and publishes them as one set, with a cost
+   chart (PNG) and the ranked actions (CSV) beside it (a failed check publishes nothing, keeps the
+   previous report and alerts Slack);
 4. **post_digest** — the cost report to Slack (`slack_finops`), once per run;
 5. **upload_files** — with a bot-token connection, the chart and the CSV into the channel, once per run
    (a webhook cannot upload files; the digest says so);
@@ -29,7 +30,8 @@ from airflow.sdk import AssetAny, AssetOrTimeSchedule, dag, task
 from traceo_finops import airflow_adapter as kit
 
 WORKFLOW = "cost_report"
-OUTPUTS = ("storage", "cost_summary", "actions", "cost_anomalies", "cost_inputs", "run_targets", "quality_checks")
+OUTPUTS = ("storage", "cost_summary", "actions", "cost_anomalies", "cost_inputs", "cost_trend", "run_targets",
+           "quality_checks")
 # The other DAGs' datasets this report reads: any one of them updated triggers a run. Never the kit's own
 # run_targets/quality_checks, which this DAG publishes too (it would trigger itself).
 UPSTREAM = ("cardinality", "showback", "config_findings", "rightsizing", "recording_rules", "s3_tiering")

@@ -2,15 +2,17 @@
 
 :func:`report_page` returns everything the page shows as one JSON-safe dict: the newest committed
 cost report's totals, saving by category, the ranked actions with links to their artifacts, the
-trend of daily totals over every committed cost report, each dataset's freshness and quality-check
-status, and the failed targets of each workflow's last run. :func:`render_html` turns it into the page.
+trend of daily totals over the trailing year of cost reports (the newest report's ``cost_trend`` partition: one
+file; for a report written before that dataset existed, each day's ``cost_summary``), each dataset's freshness and
+quality-check status, and the failed targets of each workflow's last run. :func:`render_html` turns it into the page.
 
 Only committed data is read: a partition counts when its ``run_id`` is the one its DAG's commit
 marker names (the rule of :func:`traceo_finops.kit.publish.read_committed`, applied here to markers
 already in hand, so a year of partitions costs one listing of ``_commits/`` and not one per read).
 Of the markers listed, the page reads only those it shows (:func:`page_markers`: each DAG's newest, the
-cost reports of the trend, older ones only to find a dataset's newest committed partition), not a year of
-every DAG's. Markers and trend points are cached by file path, size and mtime: a warm page reads only what changed.
+cost reports of the trend only when the newest has no ``cost_trend``, older ones only to find a dataset's newest
+committed partition), not a year of every DAG's. Markers and trend points are cached by file path, size and
+mtime: a warm page reads only what changed.
 On S3 every round trip counts, so the reads that remain are concurrent: ``_commits/`` is listed one DAG
 folder per request at once, and markers, partitions and trend files are fetched by a small thread pool,
 each file in one whole-object GET (they are small) parsed from memory. Both caches are also kept on local
@@ -41,6 +43,8 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from traceo_finops.cost_report.trend import USD_COLUMNS as TREND_COLUMNS
+from traceo_finops.cost_report.trend import page_points
 from traceo_finops.kit.datasets import QUALITY_CHECKS, RUN_TARGETS, TARGET_FAILED
 from traceo_finops.kit.publish import COMMITS_DIR
 from traceo_finops.reports import ARTIFACTS_DIR, PART_FILE, RUN_ID_COLUMN, ReportError, ReportStore
@@ -49,6 +53,9 @@ from traceo_finops.shapes import JsonObject
 log = logging.getLogger(__name__)
 
 COST_DAG = "finops_cost_report"
+# The cost report's daily totals of the trailing year, committed with each report (cost_report.trend): the chart
+# reads this one partition of the newest report; before it existed, one cost_summary partition per day.
+COST_TREND = "cost_trend"
 KIT_DATASETS = (RUN_TARGETS.name, QUALITY_CHECKS.name)
 # The cost report reads an upstream partition up to 8 days old (cost_report.max_input_age): older is stale.
 STALE_AFTER = timedelta(days=8)
@@ -386,7 +393,9 @@ def page_markers(store: ReportStore, trend_days: int = TREND_DAYS,
 
     ``_commits/`` is listed (on S3 one LIST per 1,000 keys, each DAG's folder at once) and, newest first, only
     these are read: each DAG's newest marker (its ``quality_checks`` and ``run_targets``, its datasets), the
-    cost report's newest ``trend_days`` with ``cost_summary`` (the trend), and older markers only while a dataset
+    cost report's newest with ``cost_summary`` — and, only when that one names no ``cost_trend`` (a report written
+    before it existed), its newest ``trend_days`` (the trend from each day's ``cost_summary``) —, and older markers
+    only while a dataset
     folder under the root is named by no marker read yet (a date whose set was refused keeps showing the older
     committed partition). So each DAG's list is its newest markers, without a gap, and the page built from it
     equals the page built from every marker — as long as a dataset is committed by one DAG. A marker whose
@@ -406,7 +415,7 @@ def page_markers(store: ReportStore, trend_days: int = TREND_DAYS,
     for key in keys:  # sorted by path: each DAG's keys oldest report date first
         by_dag.setdefault(posixpath.basename(posixpath.dirname(key[0])), []).append(key)
     read: dict[str, int] = {dag: 0 for dag in by_dag}  # how many of each DAG's newest keys are read
-    want = {dag: max(1, trend_days) if dag == COST_DAG else 1 for dag in by_dag}
+    want = dict.fromkeys(by_dag, 1)  # the cost report's older markers only if its newest has no cost_trend
     known: dict[_Key, JsonObject | None] = {}
     while True:
         for dag in [d for d in partial if read[d] + want[d] > len(by_dag[d])]:  # older keys needed: list it whole
@@ -439,10 +448,11 @@ def page_markers(store: ReportStore, trend_days: int = TREND_DAYS,
             records_only = [dag for dag in older if not names.get(dag, set()) - set(KIT_DATASETS)]
             want = {dag: max(1, read[dag]) if dag in (records_only or older) else 0 for dag in by_dag}
         else:
-            cost = sum(1 for m in out.get(COST_DAG, []) if "cost_summary" in (m.get("datasets") or {}))
+            reports = [m for m in out.get(COST_DAG, []) if "cost_summary" in (m.get("datasets") or {})]
+            cost = trend_days if reports and COST_TREND in reports[-1]["datasets"] else len(reports)
             want = {dag: 0 if dag not in older else
-                    trend_days - cost if dag == COST_DAG and cost < trend_days else
-                    1 if dag not in out else 0 for dag in by_dag}
+                    (max(1, read[dag]) if not reports else trend_days - cost) if dag == COST_DAG and cost < trend_days
+                    else 1 if dag not in out else 0 for dag in by_dag}
         if not any(want.values()):
             return out
 
@@ -550,6 +560,20 @@ def read_artifact(store: ReportStore, uri: str) -> bytes:
     if content is None:
         raise ReportError(f"artifact {uri!r} does not exist")
     return content
+
+
+def trend_of(store: ReportStore, cost_markers: Sequence[Mapping[str, Any]], table: pa.Table | ReportError | None,
+             days: int = TREND_DAYS) -> list[JsonObject]:
+    """The trend: from the newest cost report's ``cost_trend`` partition (``table``, read with its totals) when it
+    has one, else (a report written before ``cost_trend`` existed, or its partition unreadable) from each day's
+    ``cost_summary`` (:func:`trend`) of the ``cost_markers`` in hand."""
+    if isinstance(table, pa.Table) and not {"day", *TREND_COLUMNS} <= set(table.column_names):
+        table = ReportError(f"its {COST_TREND} partition lacks the columns {sorted({'day', *TREND_COLUMNS})}")
+    if isinstance(table, pa.Table):
+        return page_points(table.select(["day", *TREND_COLUMNS]).to_pylist(), days)
+    if isinstance(table, ReportError):
+        log.warning("the trend is drawn from each day's cost_summary: %s", table)
+    return trend(store, cost_markers, days)
 
 
 def trend(store: ReportStore, cost_markers: Sequence[Mapping[str, Any]], days: int = TREND_DAYS) -> list[JsonObject]:
@@ -685,7 +709,8 @@ def report_page(store: ReportStore, today: date | None = None, *, trend_days: in
 def _report_page(store: ReportStore, today: date, trend_days: int, stale_after: timedelta) -> JsonObject:
     markers = page_markers(store, trend_days, today)
     cost = [m for m in markers.get(COST_DAG, []) if "cost_summary" in (m.get("datasets") or {})]
-    newest = [(cost[-1], name) for name in ("cost_summary", "actions") if cost and name in cost[-1]["datasets"]]
+    newest = [(cost[-1], name) for name in ("cost_summary", "actions", COST_TREND)
+              if cost and name in cost[-1]["datasets"]]
     # Every partition this page shows, read at once: each DAG's newest records and the newest cost report.
     kit = _kit_records(markers)
     tables = committed_tables(store, [*kit, *newest])
@@ -697,7 +722,9 @@ def _report_page(store: ReportStore, today: date, trend_days: int, stale_after: 
         return page
     latest = cost[-1]
     try:
-        read = [t if isinstance(t, pa.Table) else _raise(t) for t in tables[len(kit):]]
+        shown = tables[len(kit):]
+        trend_table = shown.pop() if COST_TREND in latest["datasets"] else None
+        read = [t if isinstance(t, pa.Table) else _raise(t) for t in shown]
         summary = read[0].to_pylist()
         actions = _rows(read[1]) if len(read) > 1 else []
     except ReportError as exc:
@@ -716,7 +743,8 @@ def _report_page(store: ReportStore, today: date, trend_days: int, stale_after: 
                    "committed_at": latest.get("committed_at"), "coverage": latest.get("coverage")},
         "totals": {"current": current, "projected": projected, "saving": saving,
                    "saving_pct": round(100 * saving / current, 1) if current else 0.0, "actions": len(actions)},
-        "categories": _categories(summary), "actions": actions, "trend": trend(store, cost, trend_days),
+        "categories": _categories(summary), "actions": actions,
+        "trend": trend_of(store, cost, trend_table, trend_days),
         "status": "ok" if summary else "empty", "message": "" if summary else NOTHING_IN_REPORT,
     })
     return page

@@ -1,5 +1,5 @@
-"""The cost report's datasets (``storage``, ``cost_summary``, ``actions``, ``cost_anomalies``, ``cost_inputs``)
-and its Slack digest."""
+"""The cost report's datasets (``storage``, ``cost_summary``, ``actions``, ``cost_anomalies``, ``cost_inputs``,
+``cost_trend``) and its Slack digest."""
 
 from __future__ import annotations
 
@@ -135,7 +135,30 @@ COST_INPUTS = Dataset(
                   unique_together("dataset")),
 )
 
-DATASETS = (STORAGE, COST_SUMMARY, ACTIONS, COST_ANOMALIES, COST_INPUTS)
+COST_TREND = Dataset(
+    name="cost_trend",
+    version=1,
+    description="The daily totals the FinOps page's trend chart draws, committed with each report: per report date "
+                "of the trailing year (this one included) and category, the monthly cost now, after the proposed "
+                "actions and the saving, summed from that date's committed cost_summary, and that run's id.",
+    schema=pa.schema([
+        _f("day", pa.date32()), _f("category", STR),
+        _f("current_monthly_usd", F64), _f("projected_monthly_usd", F64), _f("saving_monthly_usd", F64),
+        _f("summary_run_id", STR),
+        *WINDOW_COLUMNS,
+    ]),
+    expectations=(
+        *not_null("day", "category", "current_monthly_usd", "projected_monthly_usd", "saving_monthly_usd",
+                  "summary_run_id"),
+        one_of("category", list(CATEGORIES)),
+        between("current_monthly_usd", 0, MAX_MONTHLY_USD),
+        between("projected_monthly_usd", 0, MAX_MONTHLY_USD),
+        _a_ge_b("current_monthly_usd", "saving_monthly_usd"),
+        unique_together("day", "category"),
+    ),
+)
+
+DATASETS = (STORAGE, COST_SUMMARY, ACTIONS, COST_ANOMALIES, COST_INPUTS, COST_TREND)
 
 
 def usd(value: float) -> str:

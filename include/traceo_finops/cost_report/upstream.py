@@ -80,13 +80,19 @@ class Lake:
         self.store = store
         self.versions = dict(versions or known_versions())
         index = committed_partitions(store)
-        self.dates: dict[str, list[tuple[date, Mapping[str, Json]]]] = {
+        # Every committed dataset (the report's own too: its trend reads them); ``dates``: the upstream ones.
+        self.index: dict[str, list[tuple[date, Mapping[str, Json]]]] = {
             name: sorted(((date.fromisoformat(str(e["report_date"])), e) for e in entries), key=lambda de: de[0])
-            for name, entries in index.items() if name in self.versions}
+            for name, entries in index.items()}
+        self.dates = {name: entries for name, entries in self.index.items() if name in self.versions}
         self._tables: dict[tuple[str, date], pa.Table | str] = {}
 
     def days(self) -> set[date]:
         return {d for entries in self.dates.values() for d, _ in entries}
+
+    def read(self, dataset: str, day: date) -> pa.Table | str:
+        """Any committed dataset's partition of ``day`` (read once), or why it cannot be used."""
+        return self._read(dataset, day)
 
     def _read(self, dataset: str, day: date) -> pa.Table | str:
         key = (dataset, day)
@@ -96,7 +102,7 @@ class Lake:
 
     def _read_committed(self, dataset: str, day: date) -> pa.Table | str:
         """The partition if its rows are the committed run's (``read_committed``'s rule), else why not."""
-        entries = [e for d, e in self.dates.get(dataset, []) if d == day]
+        entries = [e for d, e in self.index.get(dataset, []) if d == day]
         if not entries:
             return f"dataset {dataset!r} has no committed report for {day} under {self.store.uri}"
         if len(entries) > 1:

@@ -3,8 +3,8 @@
 1. :func:`targets` — one target per Prometheus source and Mimir tenant (for the storage stats);
 2. :func:`storage` — one target's storage stats (mapped): TSDB bytes, retention, ingestion, disk need;
 3. :func:`build` — reads every upstream dataset's committed partition (any subset), builds
-   ``storage``, ``cost_summary`` (with week-over-week deltas), ``actions``, ``cost_anomalies`` and
-   ``cost_inputs``;
+   ``storage``, ``cost_summary`` (with week-over-week deltas), ``actions``, ``cost_anomalies``,
+   ``cost_inputs`` and ``cost_trend`` (the FinOps page's trend chart, built on the previous report's);
 4. :func:`digest` — the Slack cost report, from the committed report;
 5. :func:`upload_files` — with a bot-token Slack connection, the chart and the actions CSV of the
    committed report, uploaded once per run (a webhook cannot upload files: the digest says so).
@@ -28,6 +28,7 @@ from traceo_finops.cost_report.dataset import (
     COST_ANOMALIES,
     COST_INPUTS,
     COST_SUMMARY,
+    COST_TREND,
     INPUT_USED,
     STORAGE,
     cost_digest,
@@ -35,7 +36,8 @@ from traceo_finops.cost_report.dataset import (
 from traceo_finops.cost_report.model import cost_summary
 from traceo_finops.cost_report.recommend import actions
 from traceo_finops.cost_report.storage import KIND_MIMIR_TENANT, KIND_PROMETHEUS, TsdbFacts, storage_row
-from traceo_finops.cost_report.upstream import InputRecord, Lake
+from traceo_finops.cost_report.trend import USD_COLUMNS, day_totals, trend_rows
+from traceo_finops.cost_report.upstream import SCHEMA_VERSION_KEY, InputRecord, Lake
 from traceo_finops.kit.context import RunContext, Target, TargetKind, source_targets
 from traceo_finops.kit.outcome import TargetResult, require_work, results_of
 from traceo_finops.kit.publish import Report, Written, read_committed
@@ -125,6 +127,38 @@ def _week_over_week(rows: list[dict[str, Any]], series: Mapping[tuple[str, str],
                  wow_change_pct=(change / prev) if prev else None)
 
 
+def trend(ctx: RunContext, lake: Lake, summary: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The ``cost_trend`` rows of this report: the newest committed ``cost_trend`` before this report date, kept
+    where its days are still the committed ``cost_summary`` runs, the other days summed from their committed
+    ``cost_summary``, and this run's totals (see :mod:`traceo_finops.cost_report.trend`)."""
+    day = ctx.report_date
+    committed = {d: str(e.get("run_id")) for d, e in lake.index.get(COST_SUMMARY.name, [])
+                 if d < day and e.get("dag_id") == ctx.dag_id}
+    earlier = [d for d, e in lake.index.get(COST_TREND.name, []) if d < day and e.get("dag_id") == ctx.dag_id]
+    previous: list[dict[str, Any]] = []
+    if earlier:
+        table = lake.read(COST_TREND.name, earlier[-1])
+        version = b"" if isinstance(table, str) else (table.schema.metadata or {}).get(SCHEMA_VERSION_KEY, b"")
+        if isinstance(table, str):
+            log.warning("cost_trend: the earlier trend is not used (%s); summing each day's cost_summary", table)
+        elif version != str(COST_TREND.version).encode():
+            log.info("cost_trend %s has schema version %s, this report writes %d: summing each day's cost_summary",
+                     earlier[-1], version.decode() or "unknown", COST_TREND.version)
+        else:
+            previous = table.select(["day", "category", *USD_COLUMNS, "summary_run_id"]).to_pylist()
+
+    def read_summary(d: date) -> list[dict[str, Any]] | None:
+        table = lake.read(COST_SUMMARY.name, d)
+        if isinstance(table, str) or not {"category", *USD_COLUMNS} <= set(table.column_names):
+            log.warning("cost_trend: no point for %s: %s", d,
+                        table if isinstance(table, str) else "its cost_summary lacks the cost columns")
+            return None
+        rows: list[dict[str, Any]] = table.select(["category", *USD_COLUMNS]).to_pylist()
+        return rows
+
+    return trend_rows(day, day_totals(day, summary, ctx.run_id), previous, committed, read_summary)
+
+
 def build(ctx: RunContext, storage_inputs: Sequence[Mapping[str, Any]]) -> tuple[Report, list[TargetResult]]:
     """Every cost report dataset from this run's storage stats and whatever upstream datasets are committed."""
     s = settings(ctx)
@@ -154,6 +188,7 @@ def build(ctx: RunContext, storage_inputs: Sequence[Mapping[str, Any]]) -> tuple
         (ACTIONS, action_rows),
         (COST_ANOMALIES, [{**a, **window} for a in anomalies]),
         (COST_INPUTS, [{**i.as_row(), **window} for i in inputs]),
+        (COST_TREND, [{**r, **window} for r in trend(ctx, lake, summary)]),
     ], artifacts=artifacts, summary={"categories": len({r["category"] for r in summary}), "actions": len(ranked),
                 "anomalies": len(anomalies), "upstream": snap.upstream_used})
     return report, results
