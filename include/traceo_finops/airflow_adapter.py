@@ -300,6 +300,16 @@ def _fail_fast(call: Callable[[], T]) -> T:
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
 
 
+def finops_page_url() -> str:
+    """The FinOps page's URL from Airflow's ``[api] base_url`` ("" when the deployment has not set it)."""
+    from airflow.sdk.configuration import conf
+
+    from traceo_finops.ui import URL_PREFIX
+
+    base = str(conf.get("api", "base_url", fallback="") or "").rstrip("/")
+    return f"{base}{URL_PREFIX}/" if base else ""
+
+
 def run_context(workflow: str, context: Context | None = None) -> RunContext:
     """The running task's :class:`RunContext` for ``workflow`` (a key under ``workflows`` in the config)."""
     from traceo_finops.config import load_config
@@ -319,7 +329,7 @@ def run_context(workflow: str, context: Context | None = None) -> RunContext:
                      connections=connection_fields, store_factory=report_store, poster_factory=slack_poster,
                      # looked up at call time, so tests can wrap them
                      s3_client_factory=lambda conn_id: s3_client(conn_id),
-                     s3_options_factory=lambda conn_id: s3_filesystem_options(conn_id))
+                     s3_options_factory=lambda conn_id: s3_filesystem_options(conn_id), ui_url=finops_page_url())
     # A workflow may read another window than its report window (right-sizing: 14 days of history).
     custom = getattr(_workflow(workflow), "run_window", None)
     if custom is not None:

@@ -56,6 +56,8 @@ COST_DAG = "finops_cost_report"
 # The cost report's daily totals of the trailing year, committed with each report (cost_report.trend): the chart
 # reads this one partition of the newest report; before it existed, one cost_summary partition per day.
 COST_TREND = "cost_trend"
+# Where the Airflow api-server mounts the page (plugins/finops_plugin.py); digests link to it.
+URL_PREFIX = "/finops"
 KIT_DATASETS = (RUN_TARGETS.name, QUALITY_CHECKS.name)
 # The cost report reads an upstream partition up to 8 days old (cost_report.max_input_age): older is stale.
 STALE_AFTER = timedelta(days=8)

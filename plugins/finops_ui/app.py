@@ -17,8 +17,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 
 from traceo_finops import ui
 from traceo_finops.reports import ReportError, ReportStore
+from traceo_finops.ui import URL_PREFIX
 
-URL_PREFIX = "/finops"
+__all__ = ["URL_PREFIX", "create_app"]
 
 
 @lru_cache(maxsize=1)

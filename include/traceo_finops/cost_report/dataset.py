@@ -167,8 +167,13 @@ def usd(value: float) -> str:
 
 def cost_digest(report_date: str, summary: Sequence[Mapping[str, Any]], actions: Sequence[Mapping[str, Any]],
                 anomalies: Sequence[Mapping[str, Any]], inputs: Sequence[Mapping[str, Any]], report_uri: str,
-                top_n: int = 5) -> Digest:
-    """Totals now → after, saving by category, the top actions, anomalies and what changed since last week."""
+                top_n: int = 5, page_url: str = "") -> Digest:
+    """Totals now → after, saving by category, the top actions, anomalies and what changed since last week.
+
+    ``page_url`` is the FinOps page in the Airflow UI (from ``[api] base_url``); without it the footer
+    names the page's path.
+    """
+    page = f"FinOps page: {page_url}" if page_url else "FinOps page: /finops/ in the Airflow UI"
     used = [i for i in inputs if i["status"] == INPUT_USED]
     not_used = [f"{i['dataset']} ({i['status']}: {i['reason']})" for i in inputs
                 if i["status"] in (INPUT_STALE, INPUT_REJECTED)]
@@ -178,7 +183,7 @@ def cost_digest(report_date: str, summary: Sequence[Mapping[str, Any]], actions:
                               "s3_tiering, recording_rules) has a committed report for this window; run them first. "
                               "This run's storage stats are in the `storage` dataset."
                               + (f" Not used: {'; '.join(not_used)}." if not_used else ""),
-                      footer=f"Report: {report_uri}")
+                      footer=f"Report: {report_uri} · {page}")
     t = totals(summary)
     pct = t["saving"] / t["current"] if t["current"] else 0.0
     cats = by_category(summary)
@@ -205,5 +210,5 @@ def cost_digest(report_date: str, summary: Sequence[Mapping[str, Any]], actions:
         table_header=("#", "action", "owner", "$/month", "risk"),
         table_rows=[(a["rank"], f"{a['kind']} {a['target']}"[:60], a["owner"], f"{float(a['monthly_saving_usd']):,.2f}",
                      a["risk"]) for a in top],
-        footer=f"Report: {report_uri} · the ranked actions are in the `actions` dataset with their artifacts",
+        footer=f"{page} · report: {report_uri} · the ranked actions are in the `actions` dataset with their artifacts",
     )

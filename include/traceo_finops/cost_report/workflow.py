@@ -203,7 +203,7 @@ def digest(ctx: RunContext, written: Written) -> Digest:
     summary = read[COST_SUMMARY.name] if upstream else []
     report = cost_digest(day.isoformat(), summary, sorted(read[ACTIONS.name], key=lambda a: int(a["rank"])),
                          read[COST_ANOMALIES.name], read[COST_INPUTS.name],
-                         ctx.store.dataset_uri(COST_SUMMARY.name), settings(ctx).top_n_in_digest)
+                         ctx.store.dataset_uri(COST_SUMMARY.name), settings(ctx).top_n_in_digest, ctx.ui_url)
     note = files_note(ctx, written)
     return dataclasses.replace(report, summary=f"{report.summary}\n{note}") if note else report
 

@@ -170,6 +170,7 @@ class RunContext:
     # conn_id -> a boto3 S3 client; conn_id -> pyarrow S3FileSystem options (buckets, S3 Inventory).
     s3_client_factory: Callable[[str], S3Client] | None = None
     s3_options_factory: Callable[[str], S3Options] | None = None
+    ui_url: str = ""  # the FinOps page in the Airflow UI ([api] base_url + /finops/); "" when not configured
 
     @property
     def settings(self) -> Any:
