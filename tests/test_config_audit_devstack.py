@@ -43,7 +43,7 @@ def test_devstack_config_is_clean(devstack: dict[str, str], prom_truth: dict[str
         flags, config = client.flags(), client.config_yaml()
         rules = [r["query"] for g in client.rules() for r in g["rules"]]
     # Samples per scrape of the `apps` job are the exporter's series, exactly.
-    assert facts.series_by_job["apps"] == prom_truth["cardinality"]["exporter_series_total"] == 1968
+    assert facts.series_by_job["apps"] == prom_truth["cardinality"]["exporter_series_total"]
     assert set(facts.series_by_job) == {"prometheus", *prom_truth["head"]["exporter_jobs"]}
     assert facts.head_series is not None and facts.head_series >= sum(facts.series_by_job.values())
     # The same real config, remote-writing to Mimir: its 30d retention (devstack flag) becomes a finding.
