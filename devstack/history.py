@@ -10,12 +10,15 @@ Speed matters (``up`` must stay well under a minute and a half on 2 cores), so:
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import tempfile
 import threading
 import time
+import urllib.parse
+import urllib.request
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -104,6 +107,20 @@ class BackfillResult:
     seconds_generate: float
     seconds_total: float
     block_windows: int
+
+
+def instant_count(url: str, query: str, at: float) -> int:
+    """The single value of an instant ``query`` at unix time ``at`` (a count), 0 when empty or unreachable.
+
+    For waiting until Prometheus has loaded backfilled blocks (it looks for new ones once a minute).
+    """
+    body = urllib.parse.urlencode({"query": query, "time": at}).encode()
+    try:
+        with urllib.request.urlopen(f"{url}/api/v1/query", body, timeout=30) as resp:
+            result = json.loads(resp.read())["data"]["result"]
+    except OSError:
+        return 0
+    return int(float(result[0]["value"][1])) if result else 0
 
 
 def _promtool(promtool: str, om_file: Path, out_dir: Path) -> None:

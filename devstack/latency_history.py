@@ -25,15 +25,13 @@ import os
 import shutil
 import subprocess
 import time
-import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from devstack.exporter import APP_JOB, HistogramPart, app_families, labels_text
-from devstack.history import MAX_BLOCK_DURATION, _digits, _scratch_dir, _value_columns
+from devstack.history import MAX_BLOCK_DURATION, _digits, _scratch_dir, _value_columns, instant_count
 
 FAMILY = "http_request_duration_seconds"
 TRUTH_FILE = "latency_history.json"
@@ -120,13 +118,7 @@ def _wait_loaded(url: str, truth: dict[str, Any], timeout: float) -> None:
     query = f'count({{__name__=~"{FAMILY}_.+",job="{APP_JOB}"}})'  # keeps the names: _sum and _count differ
     at = truth["start"] + 3600
     while True:
-        body = urllib.parse.urlencode({"query": query, "time": at}).encode()
-        try:
-            with urllib.request.urlopen(f"{url}/api/v1/query", body, timeout=30) as resp:
-                result = json.loads(resp.read())["data"]["result"]
-        except OSError:
-            result = []
-        got = int(float(result[0]["value"][1])) if result else 0
+        got = instant_count(url, query, at)
         if got >= truth["series"]:
             return
         if time.monotonic() > deadline:

@@ -44,8 +44,6 @@ import os
 import shutil
 import subprocess
 import time
-import urllib.parse
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from devstack.history import BLOCK_SECONDS, MAX_BLOCK_DURATION, _digits, _value_columns
+from devstack.history import BLOCK_SECONDS, MAX_BLOCK_DURATION, _digits, _value_columns, instant_count
 from devstack.workloads import GRID_SECONDS
 from traceo_finops.slo.spec import SLO, load_specs
 
@@ -305,15 +303,7 @@ def _wait_loaded(url: str, truth: dict[str, Any], timeout: float) -> None:
     want = len(truth["slos"]) * 2 * 2
     checks = [(f"count(count_over_time({METRIC}[1h]))", t) for t in (truth["replay_start"], truth["end"])]
     while True:
-        got = []
-        for query, at in checks:
-            body = urllib.parse.urlencode({"query": query, "time": at}).encode()
-            try:
-                with urllib.request.urlopen(f"{url}/api/v1/query", body, timeout=30) as resp:
-                    result = json.loads(resp.read())["data"]["result"]
-            except OSError:
-                result = []
-            got.append(int(float(result[0]["value"][1])) if result else 0)
+        got = [instant_count(url, query, at) for query, at in checks]
         if all(g >= want for g in got):
             return
         if time.monotonic() > deadline:

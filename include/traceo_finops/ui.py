@@ -326,18 +326,7 @@ def markers_by_dag(store: ReportStore) -> dict[str, list[JsonObject]]:
     """
     _load_disk_cache(store)
     keys = _list_markers(store)
-    with _lock:
-        known = {k: _marker_cache.get(k) for k in keys}
-    todo = [k for k in keys if known[k] is None]
-    fetched = _concurrently(lambda k: _read_bytes(store, k[0]), todo)
-    with _lock:
-        for key, raw in zip(todo, fetched, strict=True):
-            marker = _parse_marker(raw)
-            if marker is not None:
-                known[key] = _marker_cache[key] = marker
-        if todo:
-            _forget(_marker_cache, store.path(COMMITS_DIR) + "/", set(keys))
-            _dirty.add(store.uri)
+    known = _read_markers(store, keys, keys)
     out: dict[str, list[JsonObject]] = {}
     for key in keys:
         marker = known[key]
@@ -870,7 +859,8 @@ def slo_decision(store: ReportStore, service: str, source: str | None = None,
     the newest report counts — a service missing from it is not found, never answered from an older one."""
     from traceo_finops.slo.dataset import SLO_BUDGET, decision_filename
 
-    markers = [m for m in markers_by_dag(store).get(SLO_DAG, []) if SLO_BUDGET.name in (m.get("datasets") or {})]
+    # The markers the page reads (each DAG's newest, older ones only past a refused date): not all of them.
+    markers = [m for m in page_markers(store).get(SLO_DAG, []) if SLO_BUDGET.name in (m.get("datasets") or {})]
     if not markers:
         raise DecisionNotFound(f"no committed {SLO_DAG} report under {store.uri}")
     marker = markers[-1]

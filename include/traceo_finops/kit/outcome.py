@@ -111,17 +111,27 @@ def coverage_of(results: Sequence[TargetResult]) -> str:
     return coverage([r.target for r in ok], [r.target for r in failed])
 
 
-def require_work(ctx: RunContext, work: Sequence[W], results: Sequence[TargetResult], nothing: str) -> list[W]:
+def require_work(ctx: RunContext, work: Sequence[W], results: Sequence[TargetResult], nothing: str,
+                 no_data: Callable[[], Mapping[str, str]] | None = None) -> list[W]:
     """``work`` (what the DAG maps over), or a clear error: an empty map is never a quiet success.
 
     Airflow skips a task mapped over an empty list and every task after it, and marks the run
     successful: a source that refuses every query, or a filter that matches nothing, would end
     "green" with nothing written. When every target failed, their errors are recorded in
     ``run_targets`` (as :func:`~traceo_finops.kit.publish.publish` does) and :class:`TargetsFailed`
-    names them; otherwise :class:`NoTargets` says ``nothing`` (what matched nothing, where).
+    names them; otherwise :class:`NoTargets` says ``nothing`` (what matched nothing, where) — unless
+    ``no_data`` says why each target has nothing in this window (e.g. a backfill of days before the data:
+    target label -> note). Then that is published as the run's ``run_targets`` record and the empty map
+    is returned: the run succeeds with nothing else to do.
     """
     if work:
         return list(work)
+    if no_data is not None and results and all(r.ok for r in results) and (notes := dict(no_data())):
+        from traceo_finops.kit.publish import Report, publish
+
+        publish(ctx, Report(datasets=[], notes=notes), results)
+        log.warning("%s: nothing in the window; run_targets says why: %s", ctx.dag_id, "; ".join(notes.values()))
+        return []
     failed = failures(results)
     if results and not any(r.ok for r in results):
         from traceo_finops.kit.publish import Report, publish

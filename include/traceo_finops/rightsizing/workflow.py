@@ -34,7 +34,7 @@ from traceo_finops.kit.outcome import (
     results_of,
     run_target,
 )
-from traceo_finops.kit.publish import Report, Written, publish, read_committed
+from traceo_finops.kit.publish import Report, Written, read_committed
 from traceo_finops.rightsizing import manifests
 from traceo_finops.rightsizing import queries as q
 from traceo_finops.rightsizing.collect import collect_batch, plan
@@ -103,13 +103,8 @@ def targets(ctx: RunContext) -> Planned:
     batches = [b for p in plans if not p["error"] for b in p["payload"]["batches"]]
     nothing = (f"no namespace matching workflows.rightsizing.namespaces {_settings(ctx).namespaces!r} has container "
                f"series on {', '.join(t.label for t in found)}: nothing to size")
-    if not batches and (notes := _before_data_notes(ctx, plans)):
-        # A backfill of days before the sources' data: on record, not a failure (nothing else runs).
-        publish(ctx, Report(datasets=[], notes=notes), results_of(plans))
-        log.warning("%s: no container series in the window; run_targets says why: %s", ctx.dag_id,
-                    "; ".join(notes.values()))
-        return {"plans": plans, "batches": []}
-    return {"plans": plans, "batches": require_work(ctx, batches, results_of(plans), nothing)}
+    return {"plans": plans, "batches": require_work(ctx, batches, results_of(plans), nothing,
+                                                    no_data=lambda: _before_data_notes(ctx, plans))}
 
 
 def _before_data_notes(ctx: RunContext, plans: Sequence[Mapping[str, Json]]) -> dict[str, str]:
@@ -120,7 +115,7 @@ def _before_data_notes(ctx: RunContext, plans: Sequence[Mapping[str, Json]]) -> 
     """
     st = _settings(ctx)
     results = results_of(plans)
-    if not results or not all(r.ok for r in results) or not ctx.is_past_day():
+    if not ctx.is_past_day():
         return {}
     notes = {}
     for r in results:
