@@ -9,11 +9,6 @@ an unknown service is 404; the route needs the UI's login like every other (401 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -22,8 +17,8 @@ from urllib.parse import urlencode
 
 import pytest
 
-from tests.support.net import free_port
-from tests.test_ui_page import PASSWORD, USER, _http
+from tests.support.ui_server import api_server
+from tests.support.ui_server import http as _http
 from traceo_finops import ui
 from traceo_finops.config import FinopsConfig
 from traceo_finops.kit.context import RunContext, Target, TargetKind, slug
@@ -119,49 +114,9 @@ def test_unknown_service_and_empty_lake_are_not_found(lake: dict[str, Any], tmp_
 @pytest.fixture(scope="module")
 def server(lake: dict[str, Any], airflow_db: Path,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """A real api-server with the plugin over the lake (the fixture of tests/test_ui_page.py); always stopped."""
-    tmp = tmp_path_factory.mktemp("slo-ui-server")
-    passwords = tmp / "passwords.json"
-    passwords.write_text(json.dumps({USER: PASSWORD}))
-    port = free_port()
-    env = {**os.environ, "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-           "AIRFLOW__CORE__LAZY_LOAD_PLUGINS": "False",
-           "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager."
-                                          "SimpleAuthManager",
-           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:viewer",
-           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
-           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-           "AIRFLOW__API_AUTH__JWT_SECRET": "slo-ui-test-secret-" + os.urandom(8).hex(),
-           "FINOPS_CONFIG": str(ROOT / "devstack" / "finops.yaml"), "FINOPS_REPORT_ROOT": str(lake["root"]),
-           "PYTHONPATH": f"{ROOT / 'include'}:{ROOT}"}
-    log = (tmp / "api-server.log").open("wb")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "airflow"), "api-server", "--host", "127.0.0.1",
-                             "--port", str(port), "--workers", "1"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, (tmp / "api-server.log").read_text()[-3000:]
-            try:
-                if _http(f"{base}/api/v2/version")[0] in (200, 401):
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, (tmp / "api-server.log").read_text()[-3000:]
-            time.sleep(0.5)
-        status, body, _ = _http(f"{base}/auth/token", data=json.dumps({"username": USER, "password": PASSWORD})
-                                .encode(), headers={"Content-Type": "application/json"})
-        assert status == 201, body
-        yield {"base": base, "token": json.loads(body)["access_token"]}
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        log.close()
+    """A real api-server with the plugin over the lake; always stopped."""
+    with api_server(tmp_path_factory.mktemp("slo-ui-server"), lake["root"]) as srv:
+        yield srv
 
 
 def _decision(server: dict[str, Any], token: str | None = None, **params: str) -> tuple[int, Any, dict[str, str]]:

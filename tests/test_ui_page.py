@@ -18,10 +18,7 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -31,32 +28,12 @@ from urllib.parse import quote
 import pyarrow.compute as pc
 import pytest
 
-from tests.support.net import free_port
+from tests.support.ui_server import api_server
+from tests.support.ui_server import http as _http
 from tests.test_ui_figures import COST_DAYS, build_lake, parquet
 
 ROOT = Path(__file__).resolve().parents[1]
-USER, PASSWORD = "finops-viewer", "known-test-password"
 ARTIFACTS = ROOT / ".artifacts" / "ui"
-
-
-def _http(url: str, token: str | None = None, cookie: str | None = None, data: bytes | None = None,
-          headers: dict[str, str] | None = None) -> tuple[int, bytes, dict[str, str]]:
-    req = urllib.request.Request(url, data=data, headers=dict(headers or {}))
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    if cookie:
-        req.add_header("Cookie", f"_token={cookie}")
-
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-            return None
-
-    opener = urllib.request.build_opener(NoRedirect)
-    try:
-        with opener.open(req, timeout=30) as resp:
-            return resp.status, resp.read(), dict(resp.headers)
-    except urllib.error.HTTPError as err:
-        return err.code, err.read(), dict(err.headers)
 
 
 @pytest.fixture(scope="module")
@@ -65,47 +42,8 @@ def server(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     tmp = tmp_path_factory.mktemp("ui-server")
     lake = tmp / "reports"
     store = build_lake(lake)
-    passwords = tmp / "passwords.json"
-    passwords.write_text(json.dumps({USER: PASSWORD}))
-    port = free_port()
-    env = {**os.environ, "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-           "AIRFLOW__CORE__LAZY_LOAD_PLUGINS": "False",
-           "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager."
-                                          "SimpleAuthManager",
-           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:viewer",
-           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
-           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-           "AIRFLOW__API_AUTH__JWT_SECRET": "ui-test-secret-" + os.urandom(8).hex(),
-           "FINOPS_CONFIG": str(ROOT / "devstack" / "finops.yaml"), "FINOPS_REPORT_ROOT": str(lake),
-           "PYTHONPATH": f"{ROOT / 'include'}:{ROOT}"}
-    log = (tmp / "api-server.log").open("wb")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "airflow"), "api-server", "--host", "127.0.0.1",
-                             "--port", str(port), "--workers", "1"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (tmp / "api-server.log").read_text()[-3000:]
-            try:
-                if _http(f"{base}/api/v2/version")[0] in (200, 401):
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, (tmp / "api-server.log").read_text()[-3000:]
-            time.sleep(0.5)
-        status, body, _ = _http(f"{base}/auth/token", data=json.dumps({"username": USER, "password": PASSWORD})
-                                .encode(), headers={"Content-Type": "application/json"})
-        assert status == 201, body
-        yield {"base": base, "token": json.loads(body)["access_token"], "lake": lake, "store": store, "tmp": tmp}
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        log.close()
+    with api_server(tmp, lake, startup_timeout=60) as srv:
+        yield {**srv, "lake": lake, "store": store, "tmp": tmp}
 
 
 @pytest.mark.integration
