@@ -11,17 +11,16 @@ GET one trend file and one cost-report marker, not one of each per day.
 from __future__ import annotations
 
 import shutil
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from tests.support.s3 import report_root_bucket
 from traceo_finops import ui
 from traceo_finops.config import FinopsConfig
 from traceo_finops.cost_report import workflow as wf
@@ -217,19 +216,8 @@ def test_the_page_trend_equals_the_old_path_and_reads_one_cost_marker(lake: Path
 @pytest.fixture
 def s3_root(devstack: dict[str, str]) -> Iterator[tuple[ReportStore, Any, str]]:
     """A report root in a bucket of its own on the devstack's moto; the bucket is removed afterwards."""
-    endpoint = devstack["DEVSTACK_S3_ENDPOINT"]
-    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
-                          region_name="us-east-1")
-    bucket = f"ui-trend-{uuid.uuid4().hex[:10]}"
-    client.create_bucket(Bucket=bucket)
-    scheme, _, host = endpoint.partition("://")
-    yield ReportStore(f"s3://{bucket}/reports", s3_options={
-        "access_key": "testing", "secret_key": "testing", "region": "us-east-1", "endpoint_override": host,
-        "scheme": scheme}), client, bucket
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        for obj in page.get("Contents", []):
-            client.delete_object(Bucket=bucket, Key=obj["Key"])
-    client.delete_bucket(Bucket=bucket)
+    with report_root_bucket(devstack["DEVSTACK_S3_ENDPOINT"], "ui-trend") as root:
+        yield root
 
 
 @pytest.mark.integration

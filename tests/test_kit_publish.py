@@ -13,17 +13,16 @@ import hashlib
 import json
 import os
 import threading
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pyarrow as pa
 import pytest
 from botocore.exceptions import ClientError
 
+from tests.support.s3 import report_root_bucket
 from traceo_finops.config import FinopsConfig
 from traceo_finops.kit.context import RunContext, Target, TargetKind
 from traceo_finops.kit.outcome import TargetResult
@@ -249,27 +248,11 @@ def test_local_create_exclusive_never_shows_an_empty_lock(tmp_path: Path) -> Non
 
 
 # -- S3 (the devstack's moto) ------------------------------------------------------------------------------
-def _s3_client(endpoint: str) -> Any:
-    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
-                        region_name="us-east-1")
-
-
 @pytest.fixture
 def s3_store(devstack: dict[str, str]) -> Iterator[tuple[ReportStore, Any, str]]:
     """A report store in a bucket of its own on the devstack's moto; the bucket is removed afterwards."""
-    endpoint = devstack["DEVSTACK_S3_ENDPOINT"]
-    client = _s3_client(endpoint)
-    bucket = f"kit-publish-{uuid.uuid4().hex[:10]}"
-    client.create_bucket(Bucket=bucket)
-    scheme, _, host = endpoint.partition("://")
-    store = ReportStore(f"s3://{bucket}/reports", s3_options={
-        "access_key": "testing", "secret_key": "testing", "region": "us-east-1", "endpoint_override": host,
-        "scheme": scheme})
-    yield store, client, bucket
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        for obj in page.get("Contents", []):
-            client.delete_object(Bucket=bucket, Key=obj["Key"])
-    client.delete_bucket(Bucket=bucket)
+    with report_root_bucket(devstack["DEVSTACK_S3_ENDPOINT"], "kit-publish") as root:
+        yield root
 
 
 def _keys(client: Any, bucket: str) -> list[str]:

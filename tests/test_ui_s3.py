@@ -10,25 +10,23 @@ hide it. No timing here: ``bench/bench_cost_report.py`` measures speed.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from tests.support.s3 import report_root_bucket
+from tests.test_ui_figures import _ctx, action_rows, summary_rows
 from traceo_finops import ui
-from traceo_finops.config import FinopsConfig
 from traceo_finops.cost_report.dataset import ACTIONS, COST_SUMMARY
-from traceo_finops.kit.context import RunContext, Target, TargetKind
+from traceo_finops.kit.context import Target, TargetKind
 from traceo_finops.kit.outcome import TargetResult
 from traceo_finops.kit.publish import Report, publish
 from traceo_finops.reports import ReportStore
-from traceo_finops.window import Window
 
 pytestmark = pytest.mark.integration
 
@@ -38,37 +36,10 @@ PROM = Target(TargetKind.SOURCE, "prom-a", conn_id="prometheus_default")
 TEAM_B = Target(TargetKind.TENANT, "mimir", "team-b", conn_id="mimir")
 
 
-def _ctx(store: ReportStore, dag_id: str, day: date, run_id: str) -> RunContext:
-    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    return RunContext(cfg=FinopsConfig.model_construct(), workflow="cost_report", dag_id=dag_id, run_id=run_id,
-                      window=Window(start, start + timedelta(days=1)), store_factory=lambda _cfg: store)
-
-
-def _summary(scale: float) -> list[dict[str, Any]]:
-    rows = []
-    for i, (cat, owner) in enumerate([("active_series", "team-a"), ("local_disk", "prom-a"),
-                                      ("object_storage", "team-b"), ("workload_requests", "payments")]):
-        current = round(scale * (120.0 + 41.5 * i), 2)
-        saving = round(current * (0.08 + 0.04 * i), 2)
-        rows.append({"category": cat, "owner": owner, "current_monthly_usd": current,
-                     "projected_monthly_usd": round(current - saving, 2), "saving_monthly_usd": saving,
-                     "previous_monthly_usd": None, "wow_change_usd": None, "wow_change_pct": None,
-                     "basis": "test", "notes": "", "window_start": datetime(2026, 11, 1, tzinfo=UTC),
-                     "window_end": datetime(2026, 11, 2, tzinfo=UTC)})
-    return rows
-
-
-def _actions(artifact: str) -> list[dict[str, Any]]:
-    specs = [(2, "lifecycle_rule", "blocks-eu", 41.5, ""), (1, "drop_metric", "http_requests_bucket", 88.25, artifact)]
-    return [{"rank": r, "action_id": f"a{r}", "workflow": "cardinality", "kind": k, "target": t, "owner": "team-a",
-             "monthly_saving_usd": s, "effort": "low", "risk": "low", "status": "proposed", "artifact_uri": a,
-             "detail": "", "window_start": datetime(2026, 11, 1, tzinfo=UTC),
-             "window_end": datetime(2026, 11, 2, tzinfo=UTC)} for r, k, t, s, a in specs]
-
-
 def publish_cost_report(store: ReportStore, day: date, scale: float, artifact: str) -> None:
     publish(_ctx(store, ui.COST_DAG, day, f"cost-{day}"),
-            Report(datasets=[(COST_SUMMARY, _summary(scale)), (ACTIONS, _actions(artifact))]), [TargetResult(PROM)])
+            Report(datasets=[(COST_SUMMARY, summary_rows(scale)), (ACTIONS, action_rows(artifact))]),
+            [TargetResult(PROM)])
 
 
 def build_lake(store: ReportStore) -> None:
@@ -91,19 +62,8 @@ def build_lake(store: ReportStore) -> None:
 @pytest.fixture
 def s3_store(devstack: dict[str, str]) -> Iterator[ReportStore]:
     """A report root in a bucket of its own on the devstack's moto; the bucket is removed afterwards."""
-    endpoint = devstack["DEVSTACK_S3_ENDPOINT"]
-    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
-                          region_name="us-east-1")
-    bucket = f"ui-page-{uuid.uuid4().hex[:10]}"
-    client.create_bucket(Bucket=bucket)
-    scheme, _, host = endpoint.partition("://")
-    yield ReportStore(f"s3://{bucket}/reports", s3_options={
-        "access_key": "testing", "secret_key": "testing", "region": "us-east-1", "endpoint_override": host,
-        "scheme": scheme})
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        for obj in page.get("Contents", []):
-            client.delete_object(Bucket=bucket, Key=obj["Key"])
-    client.delete_bucket(Bucket=bucket)
+    with report_root_bucket(devstack["DEVSTACK_S3_ENDPOINT"], "ui-page") as (store, _client, _bucket):
+        yield store
 
 
 def _shown(page: dict[str, Any]) -> dict[str, Any]:

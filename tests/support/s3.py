@@ -189,3 +189,30 @@ def record_requests(s3: Any, operations: tuple[str, ...] = WRITE_OPERATIONS) -> 
     for op in operations:
         s3.meta.events.register(f"before-call.s3.{op}", make(op), unique_id=f"record-{op}-{id(sent)}")
     return sent
+
+
+@contextmanager
+def report_root_bucket(endpoint: str, prefix: str) -> Iterator[tuple[Any, Any, str]]:
+    """(ReportStore at ``s3://<bucket>/reports``, boto3 client, bucket): a bucket of its own on the moto at
+    ``endpoint`` (named ``<prefix>-<random>``), emptied and removed afterwards."""
+    import uuid
+
+    import boto3
+
+    from traceo_finops.reports import ReportStore
+
+    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
+                      region_name="us-east-1")
+    bucket = f"{prefix}-{uuid.uuid4().hex[:10]}"
+    s3.create_bucket(Bucket=bucket)
+    scheme, _, host = endpoint.partition("://")
+    store = ReportStore(f"s3://{bucket}/reports", s3_options={
+        "access_key": "testing", "secret_key": "testing", "region": "us-east-1", "endpoint_override": host,
+        "scheme": scheme})
+    try:
+        yield store, s3, bucket
+    finally:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for obj in page.get("Contents", []):
+                s3.delete_object(Bucket=bucket, Key=obj["Key"])
+        s3.delete_bucket(Bucket=bucket)
