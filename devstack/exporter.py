@@ -1,11 +1,23 @@
 """Live synthetic exporter: application metrics plus the current values of the world's k8s series.
 
-Run as ``python -m devstack.exporter --port 19101 --seed 42 --history-start <unix> --history-minutes 5760``.
-Endpoints (Prometheus scrapes each as its own job, ``honor_labels: true`` for the k8s ones):
+Run as ``python -m devstack.exporter --port 19101 --seed 42 --history-start <unix> --history-minutes 5760
+--replicas 4``. Endpoints (Prometheus scrapes each as its own job, ``honor_labels: true`` for the k8s ones):
 - ``/metrics``                    application metrics (job ``apps``), static label sets, values move with time;
 - ``/metrics/cadvisor``           ``container_*`` series of running pods (labels job=kubelet, instance=<node>:10250);
 - ``/metrics/kube-state-metrics`` ``kube_*`` series (labels job=kube-state-metrics);
 - ``/healthz``.
+
+Replicas. A real service runs as several pods, each scraped as its own target (same port, its own pod IP), so
+every application series exists once per pod and a dashboard's ``sum by (le, route)`` folds them. The exporter
+plays ``--replicas`` pods (``APP_REPLICAS`` by default): replica ``r`` listens on ``127.0.0.<r+1>`` at the same
+port (Linux routes all of 127.0.0.0/8 to loopback; never 0.0.0.0) and serves the whole ``/metrics`` — every
+application family is per replica, with the same label sets (Prometheus adds ``instance``); a replica's values
+are a deterministic function of (seed, replica, time): its counters carry a share of the service's traffic (the
+shares of a service's replicas differ, within ±20 % of an even split, and add up to the whole) and its gauges their
+own deterministic noise (so per-pod gauges such as ``shop_cart_items`` or ``kafka_consumer_lag`` add up over the
+replicas: a simplification — each pod reports every label set). With one replica the values are exactly those of
+the single exporter before replicas.
+The k8s endpoints are served on ``127.0.0.1`` only (one kubelet/kube-state-metrics target each, as before).
 
 The k8s values continue the backfilled history's model (:class:`devstack.workloads.World`) at wall-clock
 time, so head and history join without a seam. Application label sets depend only on the seed:
@@ -17,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import signal
 import threading
 import time
 from collections import Counter
@@ -71,6 +85,20 @@ KAFKA_GROUPS = {  # consumer group -> (namespace, topic, partitions)
 CACHE_SERVICES = ("checkout-api", "cart-service", "catalog-api", "pricing-service", "search-api", "payments-api")
 CACHE_NAMES = ("sessions", "products", "prices", "tokens")
 CART_SESSIONS = 1000  # distinct session_id values on shop_cart_items
+APP_REPLICAS = 4  # pods per application service: targets of the `apps` job (127.0.0.1 … 127.0.0.<n>, same port)
+REPLICA_SPREAD = 0.4  # a replica's traffic share is 1/n × (1 ± REPLICA_SPREAD/2) before the shares are normalised
+
+
+def replica_host(replica: int) -> str:
+    """The loopback address replica ``replica`` (0-based) listens on: its "pod IP"."""
+    if not 0 <= replica < 254:
+        raise ValueError(f"replica {replica} out of range: the exporter plays at most 254 replicas on 127.0.0.0/24")
+    return f"127.0.0.{replica + 1}"
+
+
+def app_targets(port: int, replicas: int = APP_REPLICAS) -> list[str]:
+    """``host:port`` of every replica: the `apps` job's targets, i.e. its ``instance`` label values."""
+    return [f"{replica_host(r)}:{port}" for r in range(replicas)]
 
 
 def _escape(value: str) -> str:
@@ -163,9 +191,30 @@ def _lbl(**labels: str) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(labels.items()))
 
 
-def app_families(seed: int) -> list[Family]:
-    """Every application metric family; label sets depend only on ``seed``."""
+def replica_share(seed: int, service: str, replica: int, replicas: int) -> float:
+    """The share of ``service``'s traffic replica ``replica`` serves: the shares of its replicas differ
+    (deterministically, by seed and service) and add up to 1; exactly 1 for a single replica."""
+    if replicas == 1:
+        return 1.0
+    weights = [1 + REPLICA_SPREAD * (_hash01(stable_key(seed, service, "replica-share"), r) - 0.5)
+               for r in range(replicas)]
+    return weights[replica] / sum(weights)
+
+
+def _rkey(key: int, replica: int) -> int:
+    """A gauge's noise key for ``replica``: replica 0 keeps the single exporter's key, the others get their own."""
+    return key if replica == 0 else stable_key(key, "replica", replica)
+
+
+def app_families(seed: int, replica: int = 0, replicas: int = APP_REPLICAS) -> list[Family]:
+    """Every application metric family as replica ``replica`` of ``replicas`` serves it: label sets depend only on
+    ``seed`` (the same on every replica), values on (seed, replica, time)."""
+    if not 0 <= replica < replicas:
+        raise ValueError(f"replica {replica} is not one of {replicas} replicas")
     rng = np.random.default_rng(seed + 1)
+
+    def share(service: str) -> float:
+        return replica_share(seed, service, replica, replicas)
     families: list[Family] = []
 
     requests: list[AppSeries] = []
@@ -178,7 +227,7 @@ def app_families(seed: int) -> list[Family]:
         for route, methods in routes:
             for method in methods:
                 rate = svc_rate * float(rng.uniform(0.2, 1.0))
-                total = _traffic(rate, float(rng.uniform(0.3, 0.6)))
+                total = _traffic(rate * share(service), float(rng.uniform(0.3, 0.6)))
                 base = _lbl(namespace=ns, service=service, route=route, method=method, team=team)
                 codes = ["200", "500"] + (["404"] if method == "GET" else ["400"])
                 if rng.random() < 0.4:
@@ -186,9 +235,8 @@ def app_families(seed: int) -> list[Family]:
                 error_share = float(rng.uniform(0.002, 0.03))
                 shares = {"200": 1.0 - error_share * len(codes[1:])} | {c: error_share for c in codes[1:]}
                 for code in sorted(codes):
-                    share = shares[code]
                     requests.append(AppSeries("http_requests_total", _lbl(status_code=code, **dict(base)),
-                                              lambda t, f=total, s=share: math.floor(f(t) * s)))
+                                              lambda t, f=total, s=shares[code]: math.floor(f(t) * s)))
                 median = float(rng.uniform(0.01, 0.3))
                 sigma = float(rng.uniform(0.5, 1.1))
                 for le in (*LATENCY_BUCKETS, math.inf):
@@ -200,10 +248,11 @@ def app_families(seed: int) -> list[Family]:
                 latency.append(AppSeries("http_request_duration_seconds_sum", base,
                                          HistogramPart(total, mean, is_sum=True)))
                 latency.append(AppSeries("http_request_duration_seconds_count", base, HistogramPart(total, 1.0)))
-        key = stable_key(seed, service, "inflight")
+        key = _rkey(stable_key(seed, service, "inflight"), replica)
+        busy = svc_rate * share(service)
         in_flight.append(AppSeries(
             "http_requests_in_flight", _lbl(namespace=ns, service=service, team=team),
-            lambda t, k=key, r=svc_rate: float(int(r * 0.05 * (0.5 + _hash01(k, int(t // 15)))))))
+            lambda t, k=key, r=busy: float(int(r * 0.05 * (0.5 + _hash01(k, int(t // 15)))))))
         version = f"v1.{int(rng.integers(0, 40))}.{int(rng.integers(0, 9))}"
         build.append(AppSeries("app_build_info", _lbl(namespace=ns, service=service, team=team, version=version),
                                lambda t: 1.0))
@@ -219,13 +268,13 @@ def app_families(seed: int) -> list[Family]:
     for service, (ns, queues) in WORKER_QUEUES.items():
         team = NAMESPACE_TEAMS[ns]
         for queue in queues:
-            key = stable_key(seed, service, queue, "depth")
+            key = _rkey(stable_key(seed, service, queue, "depth"), replica)
             base = _lbl(namespace=ns, service=service, queue=queue, team=team)
             depth.append(AppSeries("worker_queue_depth", base,
                                    lambda t, k=key: float(int(40 * _hash01(k, int(t // 60)) ** 3 * 30))))
             rate = float(rng.uniform(1, 20))
-            for status, share in (("success", 0.97), ("failed", 0.01), ("retried", 0.02)):
-                total = _traffic(rate * share, 0.4)
+            for status, status_share in (("success", 0.97), ("failed", 0.01), ("retried", 0.02)):
+                total = _traffic(rate * status_share * share(service), 0.4)
                 processed.append(AppSeries("worker_jobs_processed_total", _lbl(status=status, **dict(base)),
                                            lambda t, f=total: math.floor(f(t))))
     families += [
@@ -237,7 +286,7 @@ def app_families(seed: int) -> list[Family]:
     for service, ns in DB_SERVICES.items():
         size = int(rng.choice((10, 20, 50)))
         for pool in ("primary", "replica"):
-            key = stable_key(seed, service, pool, "pool")
+            key = _rkey(stable_key(seed, service, pool, "pool"), replica)
             for state in ("idle", "in_use"):
                 pools.append(AppSeries(
                     "db_pool_connections",
@@ -248,7 +297,7 @@ def app_families(seed: int) -> list[Family]:
     lag: list[AppSeries] = []
     for group, (ns, topic, partitions) in KAFKA_GROUPS.items():
         for partition in range(partitions):
-            key = stable_key(seed, group, topic, partition)
+            key = _rkey(stable_key(seed, group, topic, partition), replica)
             lag.append(AppSeries("kafka_consumer_lag",
                                  _lbl(namespace=ns, consumergroup=group, topic=topic, partition=str(partition),
                                       team=NAMESPACE_TEAMS[ns]),
@@ -258,11 +307,11 @@ def app_families(seed: int) -> list[Family]:
     # The high-cardinality label: every open cart session is its own series.
     carts: list[AppSeries] = []
     sessions = [f"{stable_key(seed, 'session', i):016x}" for i in range(CART_SESSIONS)]
-    for service, share in (("cart-service", 1.0), ("checkout-api", 0.3)):
+    for service, carrying in (("cart-service", 1.0), ("checkout-api", 0.3)):
         for i, session in enumerate(sessions):
-            if _hash01(stable_key(seed, service, "cart"), i) >= share:
+            if _hash01(stable_key(seed, service, "cart"), i) >= carrying:
                 continue
-            key = stable_key(seed, service, session)
+            key = _rkey(stable_key(seed, service, session), replica)
             carts.append(AppSeries(HIGH_CARDINALITY_METRIC,
                                    _lbl(namespace="checkout", service=service, team="payments",
                                         **{HIGH_CARDINALITY_LABEL: session}),
@@ -274,7 +323,7 @@ def app_families(seed: int) -> list[Family]:
     for service in CACHE_SERVICES:
         ns = HTTP_SERVICES[service][0]
         for cache in CACHE_NAMES:
-            total = _traffic(float(rng.uniform(0.1, 3)), 0.5)
+            total = _traffic(float(rng.uniform(0.1, 3)) * share(service), 0.5)
             evictions.append(AppSeries(UNUSED_METRIC, _lbl(namespace=ns, service=service, cache=cache,
                                                            team=NAMESPACE_TEAMS[ns]),
                                        lambda t, f=total: math.floor(f(t))))
@@ -283,12 +332,13 @@ def app_families(seed: int) -> list[Family]:
     return families
 
 
-def app_series_counts(seed: int) -> dict[str, int]:
-    """Exact series count per metric NAME (histogram: the _bucket/_sum/_count names) on ``/metrics``."""
+def app_series_counts(seed: int, replicas: int = APP_REPLICAS) -> dict[str, int]:
+    """Exact series count per metric NAME (histogram: the _bucket/_sum/_count names) of the `apps` job: one
+    replica's ``/metrics`` (the same label sets on every replica) times ``replicas``."""
     counts: Counter[str] = Counter()
-    for fam in app_families(seed):
+    for fam in app_families(seed, 0, replicas):
         for s in fam.series:
-            counts[s.name] += 1
+            counts[s.name] += replicas
     return dict(sorted(counts.items()))
 
 
@@ -341,12 +391,12 @@ def render_k8s(samples: list[K8sSample], frac: float, prefix: str) -> str:
 
 
 class Exporter:
-    """The state behind the HTTP handler: the world, the app families and a per-minute k8s cache."""
+    """The state behind the HTTP handlers: the world, every replica's app families and a per-minute k8s cache."""
 
-    def __init__(self, seed: int, history_start: int, history_minutes: int) -> None:
+    def __init__(self, seed: int, history_start: int, history_minutes: int, replicas: int = APP_REPLICAS) -> None:
         self.world = build_world(seed, history_minutes)
         self.history_start = history_start
-        self.families = app_families(seed)
+        self.families = [app_families(seed, r, replicas) for r in range(replicas)]
         self._lock = threading.Lock()
         self._cached: tuple[int, list[K8sSample]] | None = None
 
@@ -356,28 +406,28 @@ class Exporter:
                 self._cached = (k, k8s_snapshot(self.world, k))
             return self._cached[1]
 
-    def render(self, path: str, now: float | None = None) -> str | None:
+    def render(self, path: str, now: float | None = None, replica: int = 0) -> str | None:
+        """The exposition text of ``path`` as replica ``replica`` serves it; None for a path it does not serve
+        (the k8s endpoints live on replica 0's address only)."""
         now = time.time() if now is None else now
         elapsed = now - self.history_start
         if path == APP_PATH:
-            return render_app(self.families, elapsed)
-        if path in (CADVISOR_PATH, KSM_PATH):
+            return render_app(self.families[replica], elapsed)
+        if path in (CADVISOR_PATH, KSM_PATH) and replica == 0:
             k, rem = divmod(elapsed, GRID_SECONDS)
             prefix = "container_" if path == CADVISOR_PATH else "kube_"
             return render_k8s(self._samples(int(k)), rem / GRID_SECONDS, prefix)
         return None
 
 
-def serve(port: int, seed: int, history_start: int, history_minutes: int, host: str = "127.0.0.1") -> None:
-    exporter = Exporter(seed, history_start, history_minutes)
-
+def _handler(exporter: Exporter, replica: int) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/healthz":
                 body, ctype = b"ok\n", "text/plain"
             else:
-                text = exporter.render(path)
+                text = exporter.render(path, replica=replica)
                 if text is None:
                     self.send_error(404)
                     return
@@ -391,21 +441,46 @@ def serve(port: int, seed: int, history_start: int, history_minutes: int, host: 
         def log_message(self, format: str, *args: object) -> None:
             pass  # one line per scrape would only bloat the log
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
-    print(f"devstack exporter on http://{host}:{port} (seed {seed}, history start {history_start})", flush=True)
-    server.serve_forever()
+    return Handler
+
+
+def serve(port: int, seed: int, history_start: int, history_minutes: int, replicas: int = APP_REPLICAS) -> None:
+    """Serve replica ``r`` on ``replica_host(r):port`` for every replica (all bound before any serves, so a taken
+    address fails the start), until killed."""
+    exporter = Exporter(seed, history_start, history_minutes, replicas)
+    servers = []
+    for r in range(replicas):
+        server = ThreadingHTTPServer((replica_host(r), port), _handler(exporter, r))
+        server.daemon_threads = True
+        servers.append(server)
+
+    def stop(signum: int, frame: object) -> None:
+        # Close every listening socket before the process exits: a multi-threaded process' main thread can look
+        # gone (zombie) while its other threads still hold the sockets, and `down` returns once it looks gone.
+        for server in servers:
+            server.socket.close()
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    for server in servers[1:]:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    print(f"devstack exporter on {', '.join(f'http://{t}' for t in app_targets(port, replicas))} (seed {seed}, "
+          f"history start {history_start}, {replicas} replicas; k8s endpoints on the first)", flush=True)
+    servers[0].serve_forever()
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m devstack.exporter", description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--history-start", type=int, required=True, help="unix seconds of grid minute 0")
     parser.add_argument("--history-minutes", type=int, required=True)
+    parser.add_argument("--replicas", type=int, default=APP_REPLICAS,
+                        help="application replicas, on 127.0.0.1 … 127.0.0.<n> at --port")
     args = parser.parse_args(argv)
-    serve(args.port, args.seed, args.history_start, args.history_minutes, args.host)
+    if not 1 <= args.replicas <= 254:
+        parser.error(f"--replicas must be between 1 and 254, not {args.replicas}")
+    serve(args.port, args.seed, args.history_start, args.history_minutes, args.replicas)
 
 
 if __name__ == "__main__":

@@ -6,14 +6,20 @@ panel (``histogram_quantile(…, sum by (le, route) (rate(http_request_duration_
 and 24 h) reads a few minutes of samples, and a recording rule for it has nothing to save: the measured speedup
 was fixed overheads against fixed overheads (~2×, by the uptime of the devstack). A real dashboard's histogram has
 days of samples behind it. This module writes them: the exporter's ``http_request_duration_seconds`` family
-(``_bucket``, ``_sum``, ``_count``) exactly as Prometheus scrapes it (``job="apps"``, ``instance`` = the exporter's
+(``_bucket``, ``_sum``, ``_count``) exactly as Prometheus scrapes it (``job="apps"``, ``instance`` = the replica's
 address), every 15 s (the live scrape interval, so ``$__rate_interval`` windows hold the samples they would),
 over the ``HOURS`` before the k8s history's end — the values the exporter would have served then (its values
 are functions of the time since the history start), so history and live head are one series each, without a
 seam. Nothing else changes: no new series, label set or metric; every count taken "now" is the same.
 
+Every replica of the `apps` job (``devstack.exporter``: one target per replica, ``instance`` = its
+``127.0.0.<r+1>:<port>``) gets its own day, its values as that replica serves them. Each replica's samples are one
+OpenMetrics file (~0.5 GB, in RAM when ``/dev/shm`` has room) and one promtool run, two at a time on two cores
+while Python writes the next file; never the whole text in memory at once.
+
 Ground truth (``latency_history.json`` beside ``ground_truth.json``, written last):
-``{metric, job, instance, start, end, step_seconds, series, samples, blocks, seconds_to_write}``.
+``{metric, job, instances, start, end, step_seconds, series, series_per_instance, samples, blocks,
+seconds_to_write}`` (``series`` and ``samples``: over every instance).
 A devstack made before this existed gets it at the next ``up`` (the blocks are loaded without a restart).
 """
 
@@ -25,71 +31,103 @@ import os
 import shutil
 import subprocess
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from devstack.exporter import APP_JOB, HistogramPart, app_families, labels_text
-from devstack.history import MAX_BLOCK_DURATION, _digits, _scratch_dir, _value_columns, instant_count
+from devstack.history import (
+    MAX_BLOCK_DURATION,
+    _digits,
+    _scratch_dir,
+    _value_columns,
+    default_workers,
+    instant_count,
+)
 
 FAMILY = "http_request_duration_seconds"
 TRUTH_FILE = "latency_history.json"
 HOURS = 24  # the dashboard's longest range (devstack.replayer.DEFAULT_RANGES_S)
 STEP_SECONDS = 15  # the devstack Prometheus' scrape interval
+LINE_BYTES = 230  # an upper bound of one sample's OpenMetrics line (a bucket with every label)
 
 
-def _openmetrics(seed: int, history_start: int, stamps: np.ndarray, instance: str) -> tuple[bytes, int]:
-    """The family's samples at ``stamps`` (unix seconds) as OpenMetrics text, and the number of series."""
-    [family] = [f for f in app_families(seed) if f.name == FAMILY]
+def write_openmetrics(path: Path, seed: int, history_start: int, stamps: np.ndarray, instance: str, replica: int,
+                      replicas: int) -> int:
+    """Replica ``replica``'s family at ``stamps`` (unix seconds), labelled ``instance``, as an OpenMetrics file at
+    ``path`` (written series by series); returns the number of series."""
+    [family] = [f for f in app_families(seed, replica, replicas) if f.name == FAMILY]
     ts = np.concatenate([np.full((len(stamps), 1), ord(" "), np.uint8), _digits(stamps, 10),
                          np.full((len(stamps), 1), ord("\n"), np.uint8)], axis=1)
     elapsed = (stamps - history_start).astype(float)
-    chunks: list[bytes] = []
-    for s in family.series:
-        assert isinstance(s.value, HistogramPart)
-        labels = tuple(sorted({**dict(s.labels), "job": APP_JOB, "instance": instance}.items()))
-        prefix = np.frombuffer(f"{s.name}{labels_text(labels)} ".encode(), np.uint8)
-        values = _value_columns(s.value.over(elapsed))  # the live scrape's values, computed with numpy
-        rows = np.empty((len(stamps), len(prefix) + values.shape[1] + ts.shape[1]), np.uint8)
-        rows[:, :len(prefix)] = prefix
-        rows[:, len(prefix):len(prefix) + values.shape[1]] = values
-        rows[:, len(prefix) + values.shape[1]:] = ts
-        chunks.append(rows.tobytes())
-    chunks.append(b"# EOF\n")
-    return b"".join(chunks), len(family.series)
+    with open(path, "wb") as out:
+        for s in family.series:
+            assert isinstance(s.value, HistogramPart)
+            labels = tuple(sorted({**dict(s.labels), "job": APP_JOB, "instance": instance}.items()))
+            prefix = np.frombuffer(f"{s.name}{labels_text(labels)} ".encode(), np.uint8)
+            values = _value_columns(s.value.over(elapsed))  # the live scrape's values, computed with numpy
+            rows = np.empty((len(stamps), len(prefix) + values.shape[1] + ts.shape[1]), np.uint8)
+            rows[:, :len(prefix)] = prefix
+            rows[:, len(prefix):len(prefix) + values.shape[1]] = values
+            rows[:, len(prefix) + values.shape[1]:] = ts
+            out.write(rows.tobytes())
+        out.write(b"# EOF\n")
+    return len(family.series)
 
 
-def write_blocks(text: bytes, data_dir: Path, work_dir: Path, promtool: str) -> int:
-    """``text`` as TSDB blocks, made in ``work_dir`` and moved into ``data_dir`` only once promtool succeeded (a
-    running Prometheus loads them at its next reload). Returns the number of blocks."""
+def _promtool_blocks(promtool: str, om: Path, staging: Path) -> None:
+    proc = subprocess.run([promtool, "tsdb", "create-blocks-from", "openmetrics", "--quiet",
+                           f"--max-block-duration={MAX_BLOCK_DURATION}", str(om), str(staging)],
+                          capture_output=True, text=True, check=False)
+    om.unlink(missing_ok=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"promtool failed on the latency history {om.name} (rc={proc.returncode}): "
+                           f"{proc.stderr[-2000:]}")
+
+
+def write_blocks(seed: int, history_start: int, stamps: np.ndarray, instances: list[str], data_dir: Path,
+                 work_dir: Path, promtool: str) -> tuple[int, int]:
+    """Every replica's samples (replica ``r`` labelled ``instances[r]``) as TSDB blocks, made in ``work_dir`` and
+    moved into ``data_dir`` only once promtool succeeded for all (a running Prometheus loads them at its next
+    reload). Returns (series per instance, blocks)."""
     shutil.rmtree(work_dir, ignore_errors=True)
     staging = work_dir / "blocks"
     staging.mkdir(parents=True)
-    scratch = _scratch_dir(work_dir, 2 * len(text))  # RAM when it has room: ~0.5 GB of text
+    [family] = [f for f in app_families(seed, 0, len(instances)) if f.name == FAMILY]
+    per_replica = len(stamps) * len(family.series) * LINE_BYTES
+    workers = default_workers()
+    scratch = _scratch_dir(work_dir, (workers + 1) * per_replica)  # RAM when it has room (~0.5 GB per replica)
+    series = 0
     try:
-        om = scratch / "latency.om"
-        om.write_bytes(text)
-        proc = subprocess.run([promtool, "tsdb", "create-blocks-from", "openmetrics", "--quiet",
-                               f"--max-block-duration={MAX_BLOCK_DURATION}", str(om), str(staging)],
-                              capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            raise RuntimeError(f"promtool failed on the latency history (rc={proc.returncode}): {proc.stderr[-2000:]}")
-        blocks = [b for b in staging.iterdir() if b.is_dir() and (b / "meta.json").exists()]
+        # promtool (most of the time) on up to `workers` replicas at once, while Python writes the next one
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            running: list[Future[None]] = []
+            for replica, instance in enumerate(instances):
+                om = scratch / f"latency-{replica}.om"
+                series = write_openmetrics(om, seed, history_start, stamps, instance, replica, len(instances))
+                running.append(pool.submit(_promtool_blocks, promtool, om, staging / str(replica)))
+                if len(running) >= workers:
+                    running.pop(0).result()
+            for job in running:
+                job.result()
+        blocks = [b for b in staging.glob("*/*") if b.is_dir() and (b / "meta.json").exists()]
         data_dir.mkdir(parents=True, exist_ok=True)
         for block in blocks:
             shutil.move(str(block), data_dir / block.name)
-        return len(blocks)
+        return series, len(blocks)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         shutil.rmtree(work_dir, ignore_errors=True)
 
 
-def ensure(root: Path, seed: int, history_start: int, history_end: int, instance: str, promtool: str,
+def ensure(root: Path, seed: int, history_start: int, history_end: int, instances: list[str], promtool: str,
            url: str | None = None, timeout: float = 120.0) -> dict[str, Any]:
-    """Write the histogram's history ``(history_end - HOURS, history_end]`` into ``root/data`` and its truth
-    ``root/latency_history.json``, unless the truth is there already. With ``url`` (a running Prometheus), wait
-    until the new blocks answer queries. Returns the truth."""
+    """Write the histogram's history ``(history_end - HOURS, history_end]`` of every replica (``instances[r]`` is
+    replica ``r``'s target) into ``root/data`` and its truth ``root/latency_history.json``, unless the truth is
+    there already. With ``url`` (a running Prometheus), wait until the new blocks answer queries. Returns the
+    truth."""
     truth_path = root / TRUTH_FILE
     with open(root / "latency-history.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -98,11 +136,12 @@ def ensure(root: Path, seed: int, history_start: int, history_end: int, instance
         t0 = time.monotonic()
         end = history_end - history_end % STEP_SECONDS
         stamps = np.arange(end - HOURS * 3600 + STEP_SECONDS, end + 1, STEP_SECONDS, dtype=np.int64)
-        text, series = _openmetrics(seed, history_start, stamps, instance)
-        blocks = write_blocks(text, root / "data", root / "latency-history-tmp", promtool)
-        truth = {"metric": FAMILY, "job": APP_JOB, "instance": instance, "start": int(stamps[0]),
+        per_instance, blocks = write_blocks(seed, history_start, stamps, instances, root / "data",
+                                            root / "latency-history-tmp", promtool)
+        series = per_instance * len(instances)
+        truth = {"metric": FAMILY, "job": APP_JOB, "instances": list(instances), "start": int(stamps[0]),
                  "end": int(stamps[-1]), "step_seconds": STEP_SECONDS, "series": series,
-                 "samples": series * len(stamps), "blocks": blocks,
+                 "series_per_instance": per_instance, "samples": series * len(stamps), "blocks": blocks,
                  "seconds_to_write": round(time.monotonic() - t0, 2)}
         if url is not None:
             _wait_loaded(url, truth, timeout)

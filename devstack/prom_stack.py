@@ -3,9 +3,10 @@ synthetic exporter, rules, dashboards, a replayed query log, and a ground truth 
 
 Public API (used by ``python -m devstack up|down``)::
 
-    up(state_dir, port=19090, exporter_port=19101, seed=42, history_days=4) -> dict
-        Idempotent. Returns {"url", "ground_truth", "query_log", "rules_dir", "dashboards_dir",
-        "exporter_url", "state_dir", "seed", "up_seconds"}.
+    up(state_dir, port=19090, exporter_port=19101, seed=42, history_days=4, app_replicas=APP_REPLICAS) -> dict
+        Idempotent (a running devstack made with another number of app replicas is made again). Returns
+        {"url", "ground_truth", "query_log", "rules_dir", "dashboards_dir", "exporter_url", "state_dir", "seed",
+        "up_seconds"}.
     down(state_dir) -> None        stop Prometheus and the exporter (files stay for inspection)
     status(state_dir) -> dict      {"prometheus": {...}, "exporter": {...}, "running": bool, ...}
 
@@ -15,8 +16,14 @@ request), ``stack.json`` (how it was started) and ``ground_truth.json``.
 
 What ``up`` does when nothing runs: wipe the folder, start the exporter, write the history as TSDB blocks
 with promtool (``devstack.history``), start Prometheus (scrape interval 15 s, 30 d retention, lifecycle and
-admin APIs, query log on), wait until every exporter job was scraped twice, replay dashboard and
+admin APIs, query log on), wait until every target of every exporter job was scraped twice, replay dashboard and
 right-sizing queries (``devstack.replayer``), then write the ground truth.
+
+The `apps` job has ``app_replicas`` targets (``devstack.exporter.APP_REPLICAS``, 4), as a service's pods are:
+``127.0.0.1:<exporter_port>`` … ``127.0.0.<n>:<exporter_port>``, each serving every application family with the
+same label sets and its own values, so its series exist once per ``instance`` and every application count is
+``n`` × one replica's. ``instance`` and ``job`` are target labels (the cardinality analysis does not judge them).
+The kubelet and kube-state-metrics jobs keep one target, ``127.0.0.1:<exporter_port>``.
 
 Ground truth (``ground_truth.json``). Times are unix seconds; same seed gives the same file apart from
 values that are absolute times (and ``generated_at``, ``timings``, ``prometheus``, ``paths``). Sizes are
@@ -28,7 +35,8 @@ cores and bytes; ``null`` = not set.
   ``series_total``, ``samples_total``, ``series_by_metric`` (distinct series in the blocks),
   ``checkpoints``: ``[{time, series_by_metric}]`` = what ``count by (__name__)`` over the k8s metrics
   returns at that instant (chosen half a minute past a sample, so the 5 m lookback is unambiguous).
-- ``head``: ``scrape_interval_seconds`` (15), ``exporter_jobs``, ``start`` (when Prometheus started).
+- ``head``: ``scrape_interval_seconds`` (15), ``exporter_jobs``, ``exporter_targets`` {job: [instance, ...]} (the
+  `apps` job: one per replica), ``app_replicas``, ``start`` (when Prometheus started).
 - Series notes (history and head): like a real kubelet, cAdvisor also has one pod-level series per pod
   without a ``container`` label (the pod cgroup: sum of its containers, never reset) — filter
   ``container!=""``; ``kube_pod_status_phase`` has all five phases per pod (0/1);
@@ -51,9 +59,11 @@ cores and bytes; ``null`` = not set.
   sample showing the restarted container (restart counter +1, reason OOMKilled). Statistics cover the
   backfilled history only, not the live head.
 - ``cardinality``: ``unused_metric`` {name, series} (the one exporter metric nothing references),
-  ``high_cardinality`` {metric, label, distinct_values, series} (the one label nothing references),
-  ``exporter_series_by_metric`` / ``exporter_series_total`` (``/metrics`` of the exporter, job ``apps``:
-  static label sets, so exactly ``count(metric)`` in the head), ``k8s_series_by_metric_at_start`` /
+  ``high_cardinality`` {metric, label, distinct_values, series} (the one label nothing references; its values
+  are the same on every replica, its series ``app_replicas`` × one replica's),
+  ``exporter_series_by_metric`` / ``exporter_series_total`` (``/metrics`` of every replica, job ``apps``:
+  static label sets, so exactly ``count(metric)`` in the head; ``app_replicas`` × one replica's),
+  ``exporter_series_per_replica`` (one replica's total), ``k8s_series_by_metric_at_start`` /
   ``k8s_series_total_at_start`` (cAdvisor + KSM series the exporter exposed when up() ran; HPA pods come
   and go, so the head count drifts over the day), ``labels_by_metric`` {metric: label names, job and
   instance included} for every exporter and backfilled metric.
@@ -71,8 +81,9 @@ series (``slo_history_http_requests_total``) with known incidents and noise — 
 A devstack made before it existed gets it at the next ``up`` (the blocks are loaded without a restart).
 
 ``latency_history.json`` (beside it): a day of history, every 15 s, of the exporter's own
-``http_request_duration_seconds`` histogram (the dashboard's heavy panel reads it; the same series as the live
-head, nothing new "now") — see ``devstack.latency_history``; added to an older devstack at the next ``up`` too.
+``http_request_duration_seconds`` histogram on every replica (``instances``; the dashboard's heavy panel reads it;
+the same series as the live head, nothing new "now") — see ``devstack.latency_history``; added to an older devstack
+at the next ``up`` too.
 """
 
 from __future__ import annotations
@@ -90,6 +101,7 @@ from typing import Any
 from devstack import latency_history, proc, slo_history
 from devstack.exporter import (
     APP_JOB,
+    APP_REPLICAS,
     CADVISOR_PATH,
     HIGH_CARDINALITY_LABEL,
     HIGH_CARDINALITY_METRIC,
@@ -97,7 +109,9 @@ from devstack.exporter import (
     UNUSED_METRIC,
     app_families,
     app_series_counts,
+    app_targets,
     k8s_series_counts,
+    replica_host,
 )
 from devstack.history import MAX_BLOCK_DURATION, backfill, default_workers, series_alive_at, workload_truth
 from devstack.replayer import replay, usage_summary
@@ -132,11 +146,11 @@ def _check_binaries() -> None:
         )
 
 
-def _port_free(port: int) -> bool:
+def _port_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind(("127.0.0.1", port))
+            s.bind((host, port))
         except OSError:
             return False
     return True
@@ -153,9 +167,16 @@ def _instant(url: str, query: str) -> list[dict[str, Any]]:
     return _get_json(f"{url}/api/v1/query", {"query": query})["data"]["result"]
 
 
-def prometheus_config(root: Path, port: int, exporter_port: int) -> str:
-    """prometheus.yml: 15 s scrapes of Prometheus itself and the exporter's three endpoints."""
-    exporter = f"127.0.0.1:{exporter_port}"
+def exporter_targets(exporter_port: int, app_replicas: int = APP_REPLICAS) -> dict[str, list[str]]:
+    """Every exporter job's targets (``host:port``, the ``instance`` label): one per app replica for `apps`."""
+    k8s = [f"{replica_host(0)}:{exporter_port}"]
+    return {"kubelet": k8s, "kube-state-metrics": k8s, APP_JOB: app_targets(exporter_port, app_replicas)}
+
+
+def prometheus_config(root: Path, port: int, exporter_port: int, app_replicas: int = APP_REPLICAS) -> str:
+    """prometheus.yml: 15 s scrapes of Prometheus itself, the exporter's k8s endpoints and every app replica."""
+    exporter = f"{replica_host(0)}:{exporter_port}"
+    apps = ", ".join(f'"{t}"' for t in exporter_targets(exporter_port, app_replicas)[APP_JOB])
     return f"""# Generated by devstack.prom_stack — edits are lost on the next `up`.
 global:
   scrape_interval: {SCRAPE_INTERVAL_S}s
@@ -187,34 +208,37 @@ scrape_configs:
     static_configs:
       - targets: ["{exporter}"]
 
+  # One target per replica of the applications, like pods: same port, their own (loopback) address.
   - job_name: {APP_JOB}
     metrics_path: /metrics
     static_configs:
-      - targets: ["{exporter}"]
+      - targets: [{apps}]
 """
 
 
-def _wait_scraped(url: str, times: int = 2, timeout: float = 90.0) -> None:
-    """Wait until every exporter job has been scraped successfully ``times`` times.
+def _wait_scraped(url: str, targets: dict[str, list[str]], times: int = 2, timeout: float = 90.0) -> None:
+    """Wait until every target of every exporter job (``targets``: job -> instances) has been scraped successfully
+    ``times`` times.
 
     Watches ``lastScrape`` in ``/api/v1/targets`` (not PromQL, so the polling stays out of the query log).
     """
-    scrapes: dict[str, set[str]] = {job: set() for job in EXPORTER_JOBS}
+    scrapes: dict[tuple[str, str], set[str]] = {(job, i): set() for job, instances in targets.items()
+                                                for i in instances}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            targets = _get_json(f"{url}/api/v1/targets", {"state": "active"})["data"]["activeTargets"]
+            active = _get_json(f"{url}/api/v1/targets", {"state": "active"})["data"]["activeTargets"]
         except OSError:
-            targets = []
-        for t in targets:
-            job = t["labels"].get("job", "")
-            if job in scrapes and t.get("health") == "up" and not t["lastScrape"].startswith("0001"):
-                scrapes[job].add(t["lastScrape"])
+            active = []
+        for t in active:
+            key = (t["labels"].get("job", ""), t["labels"].get("instance", ""))
+            if key in scrapes and t.get("health") == "up" and not t["lastScrape"].startswith("0001"):
+                scrapes[key].add(t["lastScrape"])
         if all(len(seen) >= times for seen in scrapes.values()):
             return
         time.sleep(0.5)
-    counts = {job: len(seen) for job, seen in scrapes.items()}
-    raise RuntimeError(f"exporter jobs not scraped {times} times within {timeout:.0f}s: {counts}")
+    counts = {f"{job} {instance}": len(seen) for (job, instance), seen in scrapes.items()}
+    raise RuntimeError(f"exporter targets not scraped {times} times within {timeout:.0f}s: {counts}")
 
 
 def _rightsizing_queries(world: World, truth: list[dict[str, Any]], at: int, minutes: int) -> list[
@@ -273,9 +297,11 @@ def down(state_dir: Path) -> bool:
 
 
 def up(state_dir: Path, port: int = 19090, exporter_port: int = 19101, seed: int = 42,
-       history_days: float = 4) -> dict[str, Any]:
+       history_days: float = 4, app_replicas: int = APP_REPLICAS) -> dict[str, Any]:
     """Bring the Prometheus side up (or return the running one); see the module docstring."""
     _check_binaries()
+    if not 1 <= app_replicas <= 254:
+        raise ValueError(f"app_replicas must be between 1 and 254 (127.0.0.1 … 127.0.0.254), not {app_replicas}")
     t_start = time.monotonic()
     root = _root(state_dir)
     stack = _read_json(root / "stack.json")
@@ -283,31 +309,41 @@ def up(state_dir: Path, port: int = 19090, exporter_port: int = 19101, seed: int
     if st["prometheus"]["running"] and stack and (root / "ground_truth.json").exists():
         if stack["seed"] != seed:
             raise ValueError(f"the running devstack Prometheus uses seed {stack['seed']}, not {seed}: down() first")
-        if not st["exporter"]["running"]:
-            _spawn_exporter(root, stack["exporter_port"], stack["seed"], stack["history_start"],
-                            stack["history_minutes"])
-            proc.wait_http(f"{stack['exporter_url']}/healthz", 30, "exporter", root / "exporter.log")
-        if not (root / slo_history.TRUTH_FILE).exists():  # a devstack made before the SLO history existed
-            slo_history.ensure(root, stack["seed"], stack["history_end"], str(PROMTOOL_BIN), url=stack["url"])
-        if not (root / latency_history.TRUTH_FILE).exists():  # made before the latency histogram had history
-            latency_history.ensure(root, stack["seed"], stack["history_start"], stack["history_end"],
-                                   f"127.0.0.1:{stack['exporter_port']}", str(PROMTOOL_BIN), url=stack["url"])
-        return _info(root, stack, time.monotonic() - t_start)
+        replicas = stack.get("app_replicas", 1)  # a devstack made before replicas existed had one
+        if replicas == app_replicas:
+            return _keep_running(root, stack, t_start)
+        print(f"devstack: the running Prometheus side has {replicas} app replica(s), not {app_replicas}: "
+              "making it again", file=sys.stderr, flush=True)
 
     down(state_dir)
-    for p in (port, exporter_port):
-        if not _port_free(p):
-            raise RuntimeError(f"port 127.0.0.1:{p} is taken by another process; pick other ports")
+    for host, p in [(replica_host(0), port), *((replica_host(r), exporter_port) for r in range(app_replicas))]:
+        if not _port_free(p, host):
+            raise RuntimeError(f"port {host}:{p} is taken by another process; pick other ports")
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     try:
-        return _fresh_up(root, port, exporter_port, seed, history_days, t_start)
+        return _fresh_up(root, port, exporter_port, seed, history_days, app_replicas, t_start)
     except BaseException:
         down(state_dir)
         raise
 
 
-def _fresh_up(root: Path, port: int, exporter_port: int, seed: int, history_days: float,
+def _keep_running(root: Path, stack: dict[str, Any], t_start: float) -> dict[str, Any]:
+    """The running devstack, with what an older one lacks added (an exporter that died is started again)."""
+    if proc.read_pid(root / "exporter.pid") is None:
+        _spawn_exporter(root, stack["exporter_port"], stack["seed"], stack["history_start"],
+                        stack["history_minutes"], stack.get("app_replicas", 1))
+        proc.wait_http(f"{stack['exporter_url']}/healthz", 30, "exporter", root / "exporter.log")
+    if not (root / slo_history.TRUTH_FILE).exists():  # a devstack made before the SLO history existed
+        slo_history.ensure(root, stack["seed"], stack["history_end"], str(PROMTOOL_BIN), url=stack["url"])
+    if not (root / latency_history.TRUTH_FILE).exists():  # made before the latency histogram had history
+        latency_history.ensure(root, stack["seed"], stack["history_start"], stack["history_end"],
+                               app_targets(stack["exporter_port"], stack.get("app_replicas", 1)), str(PROMTOOL_BIN),
+                               url=stack["url"])
+    return _info(root, stack, time.monotonic() - t_start)
+
+
+def _fresh_up(root: Path, port: int, exporter_port: int, seed: int, history_days: float, app_replicas: int,
               t_start: float) -> dict[str, Any]:
     timings: dict[str, float] = {}
 
@@ -324,23 +360,25 @@ def _fresh_up(root: Path, port: int, exporter_port: int, seed: int, history_days
 
     shutil.copytree(ASSETS / "rules", root / "rules")
     shutil.copytree(ASSETS / "dashboards", root / "dashboards")
-    (root / "prometheus.yml").write_text(prometheus_config(root, port, exporter_port))
+    (root / "prometheus.yml").write_text(prometheus_config(root, port, exporter_port, app_replicas))
+    targets = exporter_targets(exporter_port, app_replicas)
     stack = {"seed": seed, "url": url, "port": port, "exporter_url": exporter_url, "exporter_port": exporter_port,
-             "history_start": history_start, "history_end": history_end, "history_minutes": minutes}
+             "app_replicas": app_replicas, "history_start": history_start, "history_end": history_end,
+             "history_minutes": minutes}
     (root / "stack.json").write_text(json.dumps(stack, indent=2) + "\n")
 
     # Backfill before Prometheus starts: a running Prometheus would only see new blocks after its
     # next minutely reload, and a restart would pay the scrape manager's start-up delay twice. The
     # exporter starts first so it has imported numpy by the first scrape.
     t = time.monotonic()
-    _spawn_exporter(root, exporter_port, seed, history_start, minutes)
+    _spawn_exporter(root, exporter_port, seed, history_start, minutes, app_replicas)
     result = backfill(world, history_start, root / "data", root / "tmp", str(PROMTOOL_BIN), default_workers())
     shutil.rmtree(root / "tmp", ignore_errors=True)
     t = lap("history", t)
     slo_history.ensure(root, seed, history_end, str(PROMTOOL_BIN))  # its own series and ground truth
     t = lap("slo_history", t)
     # The heavy dashboard panel's histogram: a day of its samples, as the live exporter would have served them.
-    latency_history.ensure(root, seed, history_start, history_end, f"127.0.0.1:{exporter_port}", str(PROMTOOL_BIN))
+    latency_history.ensure(root, seed, history_start, history_end, targets[APP_JOB], str(PROMTOOL_BIN))
     t = lap("latency_history", t)
 
     proc.wait_http(f"{exporter_url}/healthz", 30, "exporter", root / "exporter.log")
@@ -357,7 +395,7 @@ def _fresh_up(root: Path, port: int, exporter_port: int, seed: int, history_days
     labels_by_metric: dict[str, set[str]] = {}
     for series in all_series:
         labels_by_metric.setdefault(series.metric, set()).update(name for name, _ in series.labels)
-    for family in app_families(seed):
+    for family in app_families(seed, 0, app_replicas):  # the same label sets on every replica
         for app in family.series:
             labels_by_metric.setdefault(app.name, {"job", "instance"}).update(name for name, _ in app.labels)
     checkpoints = []
@@ -367,7 +405,7 @@ def _fresh_up(root: Path, port: int, exporter_port: int, seed: int, history_days
     del all_series
     t = lap("truth", t)
 
-    _wait_scraped(url)
+    _wait_scraped(url, targets)
     t = lap("scrapes", t)
 
     dashboards = [json.loads(p.read_text()) for p in sorted((root / "dashboards").glob("*.json"))]
@@ -377,10 +415,10 @@ def _fresh_up(root: Path, port: int, exporter_port: int, seed: int, history_days
     t = lap("replay", t)
 
     usage = usage_summary(sorted((root / "rules").glob("*.yml")), dashboards, [q.expr for q in report.ok])
-    app_counts = app_series_counts(seed)
+    app_counts = app_series_counts(seed, app_replicas)
     usage["unused_exporter_metrics"] = sorted((set(app_counts) | set(result.series_by_metric))
                                               - set(usage["metrics"]))
-    sessions = {dict(s.labels)[HIGH_CARDINALITY_LABEL] for f in app_families(seed) for s in f.series
+    sessions = {dict(s.labels)[HIGH_CARDINALITY_LABEL] for f in app_families(seed, 0, app_replicas) for s in f.series
                 if s.name == HIGH_CARDINALITY_METRIC}
     profiles: dict[str, list[str]] = {}
     for w in truth:
@@ -400,7 +438,7 @@ def _fresh_up(root: Path, port: int, exporter_port: int, seed: int, history_days
             "series_by_metric": result.series_by_metric, "checkpoints": checkpoints,
         },
         "head": {"scrape_interval_seconds": SCRAPE_INTERVAL_S, "exporter_jobs": list(EXPORTER_JOBS),
-                 "start": head_start},
+                 "exporter_targets": targets, "app_replicas": app_replicas, "start": head_start},
         "namespaces": dict(NAMESPACE_TEAMS),
         "nodes": [{"name": n.name, "ip": n.ip, "cpu_cores": n.cpu_cores, "memory_bytes": n.memory_bytes}
                   for n in world.nodes],
@@ -412,6 +450,7 @@ def _fresh_up(root: Path, port: int, exporter_port: int, seed: int, history_days
                                  "distinct_values": len(sessions), "series": app_counts[HIGH_CARDINALITY_METRIC]},
             "exporter_series_by_metric": app_counts,
             "exporter_series_total": sum(app_counts.values()),
+            "exporter_series_per_replica": sum(app_counts.values()) // app_replicas,
             "k8s_series_by_metric_at_start": k8s_counts,
             "k8s_series_total_at_start": sum(k8s_counts.values()),
             "labels_by_metric": {m: sorted(labels) for m, labels in sorted(labels_by_metric.items())},
@@ -445,10 +484,10 @@ def _spawn_prometheus(root: Path, port: int) -> int:
     ], root, cwd=root)
 
 
-def _spawn_exporter(root: Path, port: int, seed: int, history_start: int, minutes: int) -> int:
+def _spawn_exporter(root: Path, port: int, seed: int, history_start: int, minutes: int, app_replicas: int) -> int:
     return proc.spawn("exporter", [
         _python(), "-m", "devstack.exporter", "--port", str(port), "--seed", str(seed),
-        "--history-start", str(history_start), "--history-minutes", str(minutes),
+        "--history-start", str(history_start), "--history-minutes", str(minutes), "--replicas", str(app_replicas),
     ], root, env={"PYTHONPATH": str(proc.PROJECT_ROOT / "include")}, cwd=proc.PROJECT_ROOT)
 
 

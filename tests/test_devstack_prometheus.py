@@ -230,6 +230,29 @@ def test_exporter_series_counts(stack: dict[str, Any]) -> None:
     assert gt["exporter_series_total"] + gt["k8s_series_total_at_start"] < head < 20_000
 
 
+@pytest.mark.integration
+def test_apps_job_has_a_target_per_replica(stack: dict[str, Any]) -> None:
+    """Like a service's pods: the `apps` job scrapes one target per replica (same port, own address), every one
+    with the same series, each with its own values; the k8s jobs keep one target."""
+    head = stack["gt"]["head"]
+    targets = _api(stack["url"], "/api/v1/targets", state="active")["activeTargets"]
+    by_job: dict[str, set[str]] = {}
+    for t in targets:
+        assert t["health"] == "up", t
+        by_job.setdefault(t["labels"]["job"], set()).add(t["labels"]["instance"])
+    assert {job: sorted(i) for job, i in by_job.items() if job in head["exporter_jobs"]} == \
+        {job: sorted(i) for job, i in head["exporter_targets"].items()}
+    apps = head["exporter_targets"]["apps"]
+    assert len(apps) == head["app_replicas"] > 1 and len({i.rsplit(":", 1)[1] for i in apps}) == 1
+    per = {r["metric"]["instance"]: int(r["value"][1])
+           for r in _query(stack["url"], 'count by (instance) ({job="apps", __name__!~"up|scrape_.+"})')}
+    assert per == dict.fromkeys(apps, stack["gt"]["cardinality"]["exporter_series_per_replica"])
+    # The replicas share the traffic: each serves some of every service's requests, and not the same share.
+    rates = _query(stack["url"], "sum by (instance) (rate(http_requests_total[1m]))")
+    assert len(rates) == len(apps) and all(float(r["value"][1]) > 0 for r in rates)
+    assert len({r["value"][1] for r in rates}) > 1
+
+
 # ---------------------------------------------------------------- rules, query log, usage truth
 
 
@@ -352,4 +375,8 @@ def test_down_stops_everything(stack: dict[str, Any]) -> None:
     prom_port = int(stack["url"].rsplit(":", 1)[1])
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", prom_port)) != 0
+    for target in stack["gt"]["head"]["exporter_targets"]["apps"]:  # every replica's address is closed too
+        host, port = target.rsplit(":", 1)
+        with socket.socket() as s:
+            assert s.connect_ex((host, int(port))) != 0, target
     assert os.path.exists(stack["info"]["ground_truth"])  # data stays for inspection
