@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from html.parser import HTMLParser
@@ -54,6 +55,21 @@ def test_the_plugin_is_registered_with_a_relative_nav_entry(server: dict[str, An
     assert [a["url_prefix"] for a in plugin["fastapi_apps"]] == ["/finops"]
     (view,) = plugin["external_views"]
     assert view["destination"] == "nav" and view["href"] == "finops/"
+
+
+@pytest.mark.unit
+def test_a_task_process_loading_the_plugins_does_not_build_the_page(tmp_path: Path) -> None:
+    """Every task process loads the plugins folder: the page's app (Airflow's API security stack, ~1 s) is built only
+    where ``fastapi_apps`` is read (the api-server), so loading the plugins must not import it."""
+    code = ("import sys; from airflow import plugins_manager as pm; pm._get_plugins(); "
+            "loaded = [p.name for p in pm._get_plugins()[0]]; before = 'finops_ui.app' in sys.modules; "
+            "apps, _ = pm.get_fastapi_plugins(); "
+            "print(loaded, before, 'finops_ui.app' in sys.modules, [a['url_prefix'] for a in apps])")
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+           "PYTHONPATH": f"{ROOT / 'include'}:{ROOT}"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=120, check=True).stdout.strip().splitlines()[-1]
+    assert out == "['traceo_finops_ui'] False True ['/finops']"
 
 
 @pytest.mark.integration
