@@ -71,7 +71,7 @@ def wait_backfills(stack: Stack, days: int, timeout: float = 900) -> dict[str, l
         if time.monotonic() > deadline:
             raise AssertionError(f"backfills not done after {timeout:.0f}s: "
                                  f"{ {d: len(rs) for d, rs in runs.items()} } runs, pending {pending}")
-        time.sleep(3)
+        time.sleep(1)
 
 
 def test_the_readme_backfill_writes_one_partition_per_day_with_that_days_window(

@@ -5,10 +5,12 @@ Redis, api-server, scheduler, dag-processor, triggerer and two Celery workers â€
 folder on free ports, with the devstack's connections (``prometheus_default``, ``aws_default``,
 ``slack_finops``) created through the REST API, and stops it at the end. Tests that need it import the
 fixture (``from tests.support.airflow_stack import airflow_stack  # noqa: F401``) and use the
-:class:`Stack` it yields: ``stack.api`` (a token-authenticated client), ``stack.trigger(...)``,
-``stack.wait(...)``, ``stack.task_instances(...)``, ``stack.report_root``, ``stack.airflow(...)``
-(the ``airflow`` CLI against the stack's metadata DB), ``stack.slack_posts(dag_id, run_id)`` (the stack's
-``slack_finops`` points at a Slack sink of its own, ``stack.slack_url``: the devstack's is reset by other tests).
+:class:`Stack` it yields (pytest makes an imported fixture one per importing module, even a session-scoped
+one: the first module's instance starts the stack, every later one yields that same stack): ``stack.api``
+(a token-authenticated client), ``stack.trigger(...)``, ``stack.wait(...)``, ``stack.task_instances(...)``,
+``stack.report_root``, ``stack.airflow(...)`` (the ``airflow`` CLI against the stack's metadata DB),
+``stack.slack_posts(dag_id, run_id)`` (the stack's ``slack_finops`` points at a Slack sink of its own,
+``stack.slack_url``: the devstack's is reset by other tests).
 
 Tests of one DAG should use their own logical dates (the stack is shared by the session; a DAG's runs
 and its report partitions stay until the session ends).
@@ -42,8 +44,12 @@ TEST_ENV = {
     # Only the runs a test triggers (and backfills): unpausing a DAG must not add a scheduled run that the
     # DAG's max_active_runs=1 would put before the test's own.
     "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
-    # A task whose worker died is failed (and retried) after 45 s without a heartbeat, not the default 300 s.
-    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "45",
+    # A task whose worker died is failed (and retried) after 30 s without a heartbeat, not the default 300 s,
+    # looked for every 5 s, not 10 s. A live task's supervisor heartbeats every 5 s ([workers]
+    # min_heartbeat_interval): the longest gap between two heartbeats of one task in the api-server access
+    # logs of 39 stack sessions on the shared 2-core dev machine was 13 s (717 gaps).
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
     # The DAGs retry after Airflow's default_task_retry_delay (300 s by default): a retry test need not wait.
     "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "5",
 }
@@ -184,7 +190,7 @@ class Stack:
                     states[key] = state
                     pending.discard(key)
             if pending:
-                time.sleep(2)
+                time.sleep(1)
         if pending:
             detail = {f"{d}/{r}": [(t["task_id"], t["map_index"], t["state"]) for t in self.task_instances(d, r)]
                       for d, r in sorted(pending)}
@@ -267,14 +273,27 @@ def start_stack(devstack_env: Mapping[str, str], state: Path | None = None) -> S
     return stack
 
 
+_SESSION_STACK: list[Stack] = []  # the one stack of this test session, while it runs
+
+
 @pytest.fixture(scope="session")
 def airflow_stack(devstack: dict[str, str]) -> Iterator[Stack]:
-    """One production-like stack for the test session (see the module doc); stopped at the end."""
+    """One production-like stack for the test session (see the module doc); stopped at the end.
+
+    Every test module imports this fixture, and pytest keeps one instance per importing module: without
+    the shared ``_SESSION_STACK`` each module started a stack of its own (four in ``make test``, all
+    running until the session's end). The first instance starts and stops it; the others hand it on.
+    """
     from devstack import airflow_stack as stack_mod
 
+    if _SESSION_STACK:
+        yield _SESSION_STACK[0]
+        return
     stack = start_stack(devstack)
+    _SESSION_STACK.append(stack)
     try:
         yield stack
     finally:
+        _SESSION_STACK.clear()
         stack_mod.down(stack.state_dir)
         slack_sink.down(stack.state_dir / "slack")
