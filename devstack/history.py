@@ -123,15 +123,19 @@ def instant_count(url: str, query: str, at: float) -> int:
     return int(float(result[0]["value"][1])) if result else 0
 
 
-def _promtool(promtool: str, om_file: Path, out_dir: Path) -> None:
-    proc = subprocess.run(
-        [promtool, "tsdb", "create-blocks-from", "openmetrics", "--quiet",
-         f"--max-block-duration={MAX_BLOCK_DURATION}", str(om_file), str(out_dir)],
-        capture_output=True, text=True, check=False,
-    )
+def promtool_blocks(promtool: str, om_file: Path, out_dir: Path, what: str) -> None:
+    """``om_file`` (OpenMetrics text) as TSDB blocks in ``out_dir`` with ``promtool tsdb create-blocks-from
+    openmetrics``; the text is removed either way (it is large), and a failure names ``what`` was being written."""
+    try:
+        proc = subprocess.run(
+            [promtool, "tsdb", "create-blocks-from", "openmetrics", "--quiet",
+             f"--max-block-duration={MAX_BLOCK_DURATION}", str(om_file), str(out_dir)],
+            capture_output=True, text=True, check=False,
+        )
+    finally:
+        om_file.unlink(missing_ok=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"promtool failed on {om_file.name} (rc={proc.returncode}): {proc.stderr[-2000:]}")
-    om_file.unlink(missing_ok=True)
+        raise RuntimeError(f"promtool failed on {what} ({om_file.name}, rc={proc.returncode}): {proc.stderr[-2000:]}")
 
 
 def _scratch_dir(fallback: Path, need_bytes: int) -> Path:
@@ -181,7 +185,7 @@ def backfill(world: World, start_unix: int, data_dir: Path, work_dir: Path, prom
 
     def convert(path: Path) -> None:
         with slots:
-            _promtool(promtool, path, data_dir)
+            promtool_blocks(promtool, path, data_dir, "the k8s history")
 
     futures: list[Future[None]] = []
     try:

@@ -29,7 +29,6 @@ import fcntl
 import json
 import os
 import shutil
-import subprocess
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -39,12 +38,12 @@ import numpy as np
 
 from devstack.exporter import APP_JOB, HistogramPart, app_families, labels_text
 from devstack.history import (
-    MAX_BLOCK_DURATION,
     _digits,
     _scratch_dir,
     _value_columns,
     default_workers,
     instant_count,
+    promtool_blocks,
 )
 
 FAMILY = "http_request_duration_seconds"
@@ -77,16 +76,6 @@ def write_openmetrics(path: Path, seed: int, history_start: int, stamps: np.ndar
     return len(family.series)
 
 
-def _promtool_blocks(promtool: str, om: Path, staging: Path) -> None:
-    proc = subprocess.run([promtool, "tsdb", "create-blocks-from", "openmetrics", "--quiet",
-                           f"--max-block-duration={MAX_BLOCK_DURATION}", str(om), str(staging)],
-                          capture_output=True, text=True, check=False)
-    om.unlink(missing_ok=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"promtool failed on the latency history {om.name} (rc={proc.returncode}): "
-                           f"{proc.stderr[-2000:]}")
-
-
 def write_blocks(seed: int, history_start: int, stamps: np.ndarray, instances: list[str], data_dir: Path,
                  work_dir: Path, promtool: str) -> tuple[int, int]:
     """Every replica's samples (replica ``r`` labelled ``instances[r]``) as TSDB blocks, made in ``work_dir`` and
@@ -107,7 +96,8 @@ def write_blocks(seed: int, history_start: int, stamps: np.ndarray, instances: l
             for replica, instance in enumerate(instances):
                 om = scratch / f"latency-{replica}.om"
                 series = write_openmetrics(om, seed, history_start, stamps, instance, replica, len(instances))
-                running.append(pool.submit(_promtool_blocks, promtool, om, staging / str(replica)))
+                running.append(pool.submit(promtool_blocks, promtool, om, staging / str(replica),
+                                           f"the latency history of {instance}"))
                 if len(running) >= workers:
                     running.pop(0).result()
             for job in running:

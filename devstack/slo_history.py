@@ -42,7 +42,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -51,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from devstack.history import BLOCK_SECONDS, MAX_BLOCK_DURATION, _digits, _value_columns, instant_count
+from devstack.history import BLOCK_SECONDS, _digits, _value_columns, instant_count, promtool_blocks
 from devstack.workloads import GRID_SECONDS
 from traceo_finops.slo.spec import SLO, load_specs
 
@@ -252,13 +251,7 @@ def write_blocks(p: Plan, data_dir: Path, work_dir: Path, promtool: str, workers
     def convert(i: int, lo: int, hi: int) -> None:
         om = work_dir / f"slo-{i:02d}.om"
         om.write_bytes(_openmetrics(p, lo, hi))
-        proc = subprocess.run([promtool, "tsdb", "create-blocks-from", "openmetrics", "--quiet",
-                               f"--max-block-duration={MAX_BLOCK_DURATION}", str(om), str(staging)],
-                              capture_output=True, text=True, check=False)
-        om.unlink(missing_ok=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"promtool failed on the SLO history window {i} (rc={proc.returncode}): "
-                               f"{proc.stderr[-2000:]}")
+        promtool_blocks(promtool, om, staging, f"the SLO history window {i}")
 
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
