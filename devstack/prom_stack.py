@@ -395,7 +395,8 @@ def _fresh_up(root: Path, port: int, exporter_port: int, seed: int, history_days
     labels_by_metric: dict[str, set[str]] = {}
     for series in all_series:
         labels_by_metric.setdefault(series.metric, set()).update(name for name, _ in series.labels)
-    for family in app_families(seed, 0, app_replicas):  # the same label sets on every replica
+    families = app_families(seed, 0, app_replicas)  # the same label sets on every replica
+    for family in families:
         for app in family.series:
             labels_by_metric.setdefault(app.name, {"job", "instance"}).update(name for name, _ in app.labels)
     checkpoints = []
@@ -418,7 +419,7 @@ def _fresh_up(root: Path, port: int, exporter_port: int, seed: int, history_days
     app_counts = app_series_counts(seed, app_replicas)
     usage["unused_exporter_metrics"] = sorted((set(app_counts) | set(result.series_by_metric))
                                               - set(usage["metrics"]))
-    sessions = {dict(s.labels)[HIGH_CARDINALITY_LABEL] for f in app_families(seed, 0, app_replicas) for s in f.series
+    sessions = {dict(s.labels)[HIGH_CARDINALITY_LABEL] for f in families for s in f.series
                 if s.name == HIGH_CARDINALITY_METRIC}
     profiles: dict[str, list[str]] = {}
     for w in truth:

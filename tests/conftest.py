@@ -96,6 +96,25 @@ def s3(moto: dict[str, Any]) -> Iterator[Any]:
     restore_lifecycles(c, moto["truth"])
 
 
+@pytest.fixture(scope="module")
+def sink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Slack sink of the requesting module's own (``tests.support.slack.private_sink``): the devstack's is shared
+    with other tests, which reset it and script its failures. Its URL."""
+    from tests.support.slack import private_sink
+
+    with private_sink(tmp_path_factory.mktemp("slack-sink")) as url:
+        yield url
+
+
+@pytest.fixture
+def fresh(sink: str) -> str:
+    """The module's Slack sink, emptied of what earlier tests sent and scripted."""
+    from devstack import slack_sink
+
+    slack_sink.reset(sink)
+    return sink
+
+
 KINDS = ("unit", "integration", "dag")
 
 

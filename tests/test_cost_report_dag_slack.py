@@ -15,8 +15,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ from PIL import Image
 
 from devstack import slack_sink
 from tests.support.dags import load_dag
-from tests.support.slack import private_sink
+from tests.support.slack import bot_conn
 from tests.test_cost_report_inputs import put_tiering
 from traceo_finops.cost_report.attachments import PNG_SIGNATURE
 from traceo_finops.kit.publish import read_commit, read_committed
@@ -34,12 +32,6 @@ from traceo_finops.reports import ReportStore
 
 pytestmark = [pytest.mark.dag, pytest.mark.integration]
 CHANNEL = "C0COSTDAG1"
-
-
-@pytest.fixture(scope="module")
-def sink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with private_sink(tmp_path_factory.mktemp("slack-sink")) as url:
-        yield url
 
 
 @pytest.fixture
@@ -61,9 +53,7 @@ def _messages(url: str) -> list[dict[str, Any]]:
 def test_one_digest_one_upload_and_a_refused_set_alerts(devstack: dict[str, str], finops_config: Path, dag: Any,
                                                        sink: str, monkeypatch: pytest.MonkeyPatch) -> None:
     slack_sink.reset(sink)
-    monkeypatch.setenv("AIRFLOW_CONN_SLACK_FINOPS", json.dumps(
-        {"conn_type": "slack", "password": f"xoxb-1-2-{uuid.uuid4().hex}",
-         "extra": {"channel": CHANNEL, "base_url": slack_sink.api_url(sink)}}))
+    bot_conn(monkeypatch, "slack_finops", sink, CHANNEL)
     root = finops_config.parent / "reports"
     at = _now() - timedelta(minutes=2)  # the refused run below, a minute later, is still in the past
     if at.time() == datetime.min.time():

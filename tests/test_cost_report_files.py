@@ -8,8 +8,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ import pytest
 from PIL import Image
 
 from devstack import slack_sink
-from tests.support.slack import private_sink
+from tests.support.slack import bot_conn, webhook_conn
 from tests.test_cost_report_inputs import DAY, STORAGE_BARE, STORAGE_OK, put_tiering
 from tests.test_cost_report_inputs import ctx as report_ctx
 from traceo_finops.airflow_adapter import ConnectionMissing, slack_poster
@@ -34,31 +32,6 @@ from traceo_finops.slack import SENT_DIR, Upload, delivery_key
 
 RUN = "scheduled__2026-12-06T00:00:00+00:00"
 CHANNEL = "C0COSTRPT1"
-
-
-@pytest.fixture(scope="module")
-def sink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A sink of our own: the shared devstack one is reset and scripted by other tests."""
-    with private_sink(tmp_path_factory.mktemp("slack-sink")) as url:
-        yield url
-
-
-@pytest.fixture
-def fresh(sink: str) -> str:
-    slack_sink.reset(sink)
-    return sink
-
-
-def bot_conn(monkeypatch: pytest.MonkeyPatch, conn_id: str, url: str) -> None:
-    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(
-        {"conn_type": "slack", "password": f"xoxb-1-2-{uuid.uuid4().hex}",
-         "extra": {"channel": CHANNEL, "base_url": slack_sink.api_url(url)}}))
-
-
-def webhook_conn(monkeypatch: pytest.MonkeyPatch, conn_id: str, url: str) -> None:
-    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(
-        {"conn_type": "slackwebhook", "schema": "http", "host": url.removeprefix("http://"),
-         "password": f"services/T000/B000/{uuid.uuid4().hex}"}))
 
 
 def slack_ctx(root: Path, conn_id: str, run: str = RUN) -> RunContext:
@@ -126,7 +99,7 @@ def test_nothing_to_report_yet_has_no_chart(tmp_path: Path) -> None:
 @pytest.mark.integration
 def test_a_bot_token_uploads_the_chart_and_the_csv_once(fresh: str, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    bot_conn(monkeypatch, "slack_cost_bot", fresh)
+    bot_conn(monkeypatch, "slack_cost_bot", fresh, CHANNEL)
     with_history(tmp_path)
     c = slack_ctx(tmp_path, "slack_cost_bot")
     written = build_and_publish(c)
@@ -187,7 +160,7 @@ def test_a_webhook_uploads_nothing_and_the_digest_says_why(fresh: str, tmp_path:
 @pytest.mark.integration
 def test_an_upload_answered_429_waits_retry_after_then_succeeds(fresh: str, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    bot_conn(monkeypatch, "slack_cost_429", fresh)
+    bot_conn(monkeypatch, "slack_cost_429", fresh, CHANNEL)
     put_tiering(tmp_path, DAY, 50.0)
     c = slack_ctx(tmp_path, "slack_cost_429")
     written = build_and_publish(c)
@@ -219,7 +192,7 @@ def test_a_refused_channel_uploads_nothing_and_names_the_answer(fresh: str, tmp_
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     from traceo_finops.slack import SlackRejected
 
-    bot_conn(monkeypatch, "slack_cost_nochan", fresh)
+    bot_conn(monkeypatch, "slack_cost_nochan", fresh, CHANNEL)
     put_tiering(tmp_path, DAY, 50.0)
     c = slack_ctx(tmp_path, "slack_cost_nochan")
     written = build_and_publish(c)

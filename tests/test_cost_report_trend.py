@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from tests.support.reports import count_reads
 from tests.support.s3 import report_root_bucket
 from traceo_finops import ui
 from traceo_finops.config import FinopsConfig
@@ -188,14 +189,7 @@ def test_the_page_trend_equals_the_old_path_and_reads_one_cost_marker(lake: Path
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(ui.CACHE_DIR_ENV, "off")
     store = ReportStore(str(lake))
-    read: list[str] = []
-    real_read = store.read_file
-
-    def counting_read(path: str) -> bytes | None:
-        read.append(path)
-        return real_read(path)
-
-    monkeypatch.setattr(store, "read_file", counting_read)
+    read = count_reads(store, monkeypatch)
     ui._marker_cache.clear()
     ui._trend_cache.clear()
     page = ui.report_page(store, TODAY)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.test_cost_report_inputs import tiering_rows
 from traceo_finops.config import FinopsConfig
 from traceo_finops.cost_report.upstream import NOT_READ, Lake
 from traceo_finops.kit.context import RunContext
@@ -31,15 +32,6 @@ def _ctx(root: Path, dag_id: str, run_id: str) -> RunContext:
                       store_factory=lambda _c: ReportStore(str(root)))
 
 
-def _rows(cost: float) -> list[dict[str, Any]]:
-    end = datetime.combine(DAY + timedelta(days=1), datetime.min.time(), UTC)
-    return [{"bucket": "blocks", "tenant": "team-a", "storage_class": "STANDARD", "age_band": "30-60d",
-             "size_band": "1-16MB", "objects": 10, "bytes": 10 * 2**20, "current_monthly_usd": cost,
-             "projected_monthly_usd": cost / 2, "one_time_transition_usd": 0.0, "proposed_rule_id": "finops-a",
-             "break_even_days": 1.0, "net_saving_12m_usd": 6 * cost, "applied": False, "source": "list",
-             "window_start": end - timedelta(days=1), "window_end": end}]
-
-
 def _tiering_input(lake: Lake) -> Any:
     snap = lake.snapshot(DAY, timedelta(days=8), skip=("storage",))
     (record,) = [i for i in snap.inputs if i.dataset == "s3_tiering"]
@@ -47,7 +39,7 @@ def _tiering_input(lake: Lake) -> Any:
 
 
 def test_the_committed_rows_are_read_without_run_and_window_columns(tmp_path: Path) -> None:
-    publish(_ctx(tmp_path, "finops_s3_tiering", "run-a"), Report(datasets=[(TIERING_FAST, _rows(7.5))]))
+    publish(_ctx(tmp_path, "finops_s3_tiering", "run-a"), Report(datasets=[(TIERING_FAST, tiering_rows(DAY, 7.5))]))
     snap, record = _tiering_input(Lake(ReportStore(str(tmp_path))))
     assert record.status == "used" and record.rows == 1
     (row,) = snap.rows["s3_tiering"]
@@ -56,9 +48,9 @@ def test_the_committed_rows_are_read_without_run_and_window_columns(tmp_path: Pa
 
 
 def test_a_partition_rewritten_by_an_uncommitted_run_is_not_used(tmp_path: Path) -> None:
-    publish(_ctx(tmp_path, "finops_s3_tiering", "run-a"), Report(datasets=[(TIERING_FAST, _rows(7.5))]))
+    publish(_ctx(tmp_path, "finops_s3_tiering", "run-a"), Report(datasets=[(TIERING_FAST, tiering_rows(DAY, 7.5))]))
     lake = Lake(ReportStore(str(tmp_path)))  # the index is taken before the rewrite, as in a build
-    ReportStore(str(tmp_path)).write_partition(TIERING_FAST, DAY, _rows(999.0), run_id="killed-run")
+    ReportStore(str(tmp_path)).write_partition(TIERING_FAST, DAY, tiering_rows(DAY, 999.0), run_id="killed-run")
     snap, record = _tiering_input(lake)
     assert record.status == "rejected" and "s3_tiering" not in snap.rows
     assert "uncommitted" in record.reason and "killed-run" in record.reason and "run-a" in record.reason
@@ -69,7 +61,7 @@ def test_a_partition_rewritten_by_an_uncommitted_run_is_not_used(tmp_path: Path)
 
 def test_one_date_committed_by_two_dags_is_not_guessed(tmp_path: Path) -> None:
     for dag_id in ("finops_s3_tiering", "finops_s3_tiering_eu"):
-        publish(_ctx(tmp_path, dag_id, f"{dag_id}-run"), Report(datasets=[(TIERING_FAST, _rows(1.0))]))
+        publish(_ctx(tmp_path, dag_id, f"{dag_id}-run"), Report(datasets=[(TIERING_FAST, tiering_rows(DAY, 1.0))]))
     snap, record = _tiering_input(Lake(ReportStore(str(tmp_path))))
     assert record.status == "rejected" and "several DAGs" in record.reason
     assert "finops_s3_tiering_eu" in record.reason and "s3_tiering" not in snap.rows

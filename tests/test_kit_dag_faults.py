@@ -39,7 +39,7 @@ from tests.support.dags import load_dag
 from tests.support.net import free_port
 from tests.support.prometheus import KEEP_HISTORY, backfill_openmetrics, local_prometheus, om_sample
 from tests.support.servers import Answer, LocalServer
-from tests.support.slack import private_sink
+from tests.support.slack import webhook_conn
 
 MIB = 2**20
 EDGE_SCRAPE = 120  # the private Prometheus' scrape interval (s); the devstack's history has one sample a minute
@@ -97,13 +97,6 @@ def edge_prometheus(end: datetime, tmp_path_factory: pytest.TempPathFactory) -> 
         shutil.rmtree(root / "data", ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def sink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A Slack sink of this module's own (the devstack's is shared with other tests that reset it)."""
-    with private_sink(tmp_path_factory.mktemp("slack")) as url:
-        yield url
-
-
 @pytest.fixture
 def refuser() -> Iterator[str]:
     """An HTTP server that answers every request with 500 (a broken proxy in front of a Prometheus)."""
@@ -123,9 +116,7 @@ SECRETS = {"prometheus": f"prom-pw-{uuid.uuid4().hex}", "slack": f"hooktoken{uui
 def conns(devstack: dict[str, str], sink: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """Connections: a Slack webhook whose path carries a token, a closed port behind basic auth."""
     closed = free_port()
-    monkeypatch.setenv("AIRFLOW_CONN_SLACK_FINOPS", json.dumps({
-        "conn_type": "slackwebhook", "schema": "http", "host": sink.removeprefix("http://"),
-        "password": f"services/T0FAULTS/B0FAULTS/{SECRETS['slack']}"}))
+    webhook_conn(monkeypatch, "slack_finops", sink, f"services/T0FAULTS/B0FAULTS/{SECRETS['slack']}")
     monkeypatch.setenv("AIRFLOW_CONN_PROM_DOWN", json.dumps({
         "conn_type": "http", "host": f"http://127.0.0.1:{closed}", "login": "finops",
         "password": SECRETS["prometheus"], "extra": {"timeout": 2, "retries": 0}}))

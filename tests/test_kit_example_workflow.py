@@ -8,7 +8,6 @@ from __future__ import annotations
 import ast
 import json
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import yaml
 
 from devstack import slack_sink
 from tests.support.net import free_port
-from tests.support.slack import private_sink
+from tests.support.slack import webhook_conn
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "add-a-workflow.md"
@@ -33,13 +32,6 @@ def _doc_dag() -> str:
     return match.group(1)
 
 
-@pytest.fixture(scope="module")
-def sink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A Slack sink of this module's own (the devstack's is shared with other tests that reset it)."""
-    with private_sink(tmp_path_factory.mktemp("slack")) as url:
-        yield url
-
-
 @pytest.fixture
 def example_dag(airflow_db: Path, devstack: dict[str, str], finops_config: Path, sink: str, tmp_path: Path,
                 monkeypatch: pytest.MonkeyPatch) -> Any:
@@ -50,9 +42,7 @@ def example_dag(airflow_db: Path, devstack: dict[str, str], finops_config: Path,
 
     monkeypatch.setattr(airflow_adapter, "_PACKAGES", dict(airflow_adapter._PACKAGES))  # restored after the test
     airflow_adapter.register_workflow(WORKFLOW, PACKAGE)
-    monkeypatch.setenv("AIRFLOW_CONN_SLACK_FINOPS", json.dumps({
-        "conn_type": "slackwebhook", "schema": "http", "host": sink.removeprefix("http://"),
-        "password": "services/T0EXAMPLE/B0EXAMPLE/example"}))
+    webhook_conn(monkeypatch, "slack_finops", sink, "services/T0EXAMPLE/B0EXAMPLE/example")
     slack_sink.reset(sink)
     path = tmp_path / "dags" / f"{DAG_ID}.py"
     path.parent.mkdir()

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +20,10 @@ import yaml
 from devstack import slack_sink
 from tests.support.dags import load_dag
 from tests.support.s3 import aws_conn_env, client, lifecycle_rules, private_s3, record_requests
-from tests.support.slack import private_sink
+from tests.support.slack import webhook_conn
 from traceo_finops import airflow_adapter
 
 pytestmark = [pytest.mark.dag, pytest.mark.integration]
-
-
-@pytest.fixture(scope="module")
-def sink() -> Iterator[str]:
-    with private_sink(Path(tempfile.mkdtemp(prefix="traceo-s3tiering-slack-"))) as url:
-        yield url
 
 
 @pytest.fixture
@@ -46,9 +38,7 @@ def env(finops_config: Path, sink: str, monkeypatch: pytest.MonkeyPatch) -> dict
     ]
     finops_config.write_text(yaml.safe_dump(cfg))
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", aws_conn_env(moto["endpoint_url"]))
-    monkeypatch.setenv("AIRFLOW_CONN_SLACK_FINOPS", json.dumps(
-        {"conn_type": "slackwebhook", "schema": "http", "host": sink.removeprefix("http://"),
-         "password": slack_sink.WEBHOOK_PATH.lstrip("/")}))
+    webhook_conn(monkeypatch, "slack_finops", sink, slack_sink.WEBHOOK_PATH.lstrip("/"))
     # Record every write any task sends: dag.test() runs the tasks in this process.
     sent: list[dict[str, Any]] = []
     real = airflow_adapter.s3_client

@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 import traceback
-import uuid
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -30,7 +29,7 @@ from slack_sdk.errors import SlackApiError
 
 from devstack import slack_sink
 from tests.support.net import free_port
-from tests.support.slack import private_sink
+from tests.support.slack import bot_conn, webhook_conn
 from traceo_finops.airflow_adapter import slack_poster
 from traceo_finops.config import ConfigError
 from traceo_finops.reports import ReportStore
@@ -48,33 +47,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DAG = "kit_slack_dag"
 DAY = date(2026, 11, 27)
 LOGGERS = ("slack_sdk", "urllib3", "airflow", "traceo_finops")
-
-
-@pytest.fixture(scope="module")
-def sink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A sink of our own: the shared devstack one is used by other tests, and scripted failures are global."""
-    with private_sink(tmp_path_factory.mktemp("slack-sink")) as url:
-        yield url
-
-
-@pytest.fixture
-def fresh(sink: str) -> str:
-    slack_sink.reset(sink)
-    return sink
-
-
-def webhook_conn(monkeypatch: pytest.MonkeyPatch, conn_id: str, host: str) -> str:
-    token = f"services/TSECRET0/BSECRET0/{uuid.uuid4().hex}"
-    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(
-        {"conn_type": "slackwebhook", "schema": "http", "host": host, "password": token}))
-    return token
-
-
-def bot_conn(monkeypatch: pytest.MonkeyPatch, conn_id: str, url: str, channel: str = "C0FINOPS01") -> str:
-    token = f"xoxb-1111-2222-{uuid.uuid4().hex}"
-    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(
-        {"conn_type": "slack", "password": token, "extra": {"channel": channel, "base_url": slack_sink.api_url(url)}}))
-    return token
 
 
 @pytest.fixture
@@ -109,7 +81,7 @@ def error_texts(exc: BaseException) -> list[str]:
 @pytest.mark.integration
 def test_webhook_errors_and_relay_echo_leak_no_token(fresh: str, monkeypatch: pytest.MonkeyPatch,
                                                      all_logs: io.StringIO, capfd: pytest.CaptureFixture[str]) -> None:
-    token = webhook_conn(monkeypatch, "slack_leak_hook", fresh.removeprefix("http://"))
+    token = webhook_conn(monkeypatch, "slack_leak_hook", fresh)
     slack_sink.script_failures(fresh, [429], retry_after=0)
     slack_sink.script_failures(fresh, [500, 404], echo_path=True)  # a relay that echoes the path
     post = slack_poster("slack_leak_hook")
@@ -237,7 +209,7 @@ def test_bot_token_posts_exactly_once_when_the_record_was_lost(fresh: str, monke
 @pytest.mark.integration
 def test_webhook_posts_at_least_once_and_the_duplicate_carries_the_run_key(fresh: str, tmp_path: Path,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    webhook_conn(monkeypatch, "slack_once_hook", fresh.removeprefix("http://"))
+    webhook_conn(monkeypatch, "slack_once_hook", fresh)
     run_id = "scheduled__2026-11-27T00:00:00+00:00"
     key = delivery_key(DAG, run_id, "digest")
     assert digest_task(tmp_path, "slack_once_hook", run_id, lose_record=True)[0] == -signal.SIGKILL

@@ -34,12 +34,6 @@ def sink(state: Path) -> Iterator[str]:
         slack_sink.down(state)
 
 
-@pytest.fixture
-def fresh(sink: str) -> str:
-    slack_sink.reset(sink)
-    return sink
-
-
 def client(url: str, token: str | None = "xoxb-1-2-files") -> WebClient:
     return WebClient(token=token, base_url=slack_sink.api_url(url))
 

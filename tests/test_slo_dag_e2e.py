@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import tempfile
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
@@ -22,7 +20,7 @@ import yaml
 from devstack import slack_sink
 from tests.support.dags import load_dag
 from tests.support.prometheus import PROMTOOL
-from tests.support.slack import private_sink
+from tests.support.slack import webhook_conn
 from traceo_finops.config import load_config
 from traceo_finops.kit.context import RunContext, source_targets
 from traceo_finops.slack import delivery_key
@@ -35,17 +33,9 @@ GHOST = "tests/data/slo/ghost.yml"
 AMTOOL = "/usr/bin/amtool"
 
 
-@pytest.fixture(scope="module")
-def sink() -> Iterator[str]:
-    with private_sink(Path(tempfile.mkdtemp(prefix="traceo-slo-slack-"))) as url:
-        yield url
-
-
 @pytest.fixture
 def slo_env(finops_config: Path, sink: str, monkeypatch: pytest.MonkeyPatch, airflow_db: Path) -> dict[str, Any]:
-    monkeypatch.setenv("AIRFLOW_CONN_SLACK_FINOPS", json.dumps(
-        {"conn_type": "slackwebhook", "schema": "http", "host": sink.removeprefix("http://"),
-         "password": slack_sink.WEBHOOK_PATH.lstrip("/")}))
+    webhook_conn(monkeypatch, "slack_finops", sink, slack_sink.WEBHOOK_PATH.lstrip("/"))
     slack_sink.reset(sink)
     return {"sink": sink, "reports": finops_config.parent / "reports", "dag": load_dag("finops_slo")}
 

@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from tests.support.reports import count_reads
 from traceo_finops import ui
 from traceo_finops.config import FinopsConfig
 from traceo_finops.cost_report.dataset import ACTIONS, COST_SUMMARY
@@ -223,14 +224,7 @@ def test_the_page_reads_only_the_markers_it_shows(tmp_path: Path, monkeypatch: p
     with pytest.raises(DataQualityError):
         publish(_ctx(store, "finops_s3_tiering", date(2026, 11, 21), "s3-3-bad"),
                 Report(datasets=[(BLOCKS, [{"bucket": "blocks-eu", "bytes": -2}])]), [TargetResult(BUCKET)])
-    read: list[str] = []
-    real_read = store.read_file
-
-    def counting_read(path: str) -> bytes | None:
-        read.append(path)
-        return real_read(path)
-
-    monkeypatch.setattr(store, "read_file", counting_read)
+    read = count_reads(store, monkeypatch)
 
     def fresh_page(trend_days: int) -> dict[str, Any]:
         ui._marker_cache.clear()
